@@ -1,0 +1,61 @@
+# Two commands on a fresh machine: `make serve` and `make test`. Each installs what is missing first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 3000
+TASK ?= malaria
+PYTEST_ARGS ?=
+# Debian packages the suite needs (installed when missing; needs root or sudo).
+DEBIAN_PACKAGES := curl
+
+export BENTOML_DO_NOT_TRACK := true
+export HF_HUB_OFFLINE := 1
+export PYTHONUNBUFFERED := 1
+
+STAMP := $(VENV)/.installed
+
+.PHONY: setup debian models serve test test-slow bench lint format clean
+
+setup: debian $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[serve,train,export,bench,dev]'
+	@touch $(STAMP)
+
+debian:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+	fi
+
+# Demo models: trained and exported only for tasks whose store has no entry yet (FORCE=1 retrains).
+models: setup
+	$(BIN)/python -m training.demo $(if $(FORCE),--force,)
+
+serve: models
+	$(BIN)/bentoml serve services.$(TASK):$(shell $(BIN)/python -c "print('$(TASK)'.capitalize())") \
+		--host $(HOST) --port $(PORT)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: setup lint
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: setup
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+bench: models
+	$(BIN)/python -m benchmarks $(TASK)
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,93 @@
+"""``python -m exporters <task> --format onnx|tensorrt [--tag TAG] [--images DIR]``
+
+Adds the exported file to the store entry after a parity check against PyTorch; a failed check removes the
+file and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tasks import TASKS, get_task
+
+FORMATS = ("onnx", "tensorrt")
+
+
+def export(task: str, fmt: str, tag: str | None = None, images: str | None = None, n: int = 32) -> dict:
+    """Export ``tag`` (default ``<task>:latest``) to ``fmt``; returns the parity report recorded in the entry."""
+    from exporters import onnx as onnx_export
+    from exporters.validate import model_inputs, validation_images
+    from tasks.classifier import from_checkpoint
+    from tasks.store import get_entry, record, sha256_file, verified_file
+
+    spec = get_task(task)
+    entry = get_entry(tag or f"{task}:latest")
+    meta = entry.info.metadata
+    model = from_checkpoint(verified_file(entry, "model.pt"))
+    x = model_inputs(spec, meta, validation_images(spec, images, n, seed=meta["config"]["test_seed"] + 1))
+    onnx_path = Path(entry.path) / "model.onnx"
+
+    if fmt == "onnx":
+        onnx_export.export_onnx(model, spec, meta, str(entry.tag), onnx_path)
+        try:
+            report = onnx_export.validate_onnx(model, onnx_path, x, spec.export_atol)
+        except Exception:
+            onnx_path.unlink(missing_ok=True)
+            raise
+        report.update(file="model.onnx", opset=onnx_export.OPSET)
+        record(entry, "export_onnx", report, files={"model.onnx": sha256_file(onnx_path)})
+        return report
+
+    if fmt == "tensorrt":
+        from exporters import tensorrt
+
+        tensorrt.require_tensorrt()  # fail before any work when TensorRT or the GPU is missing
+        if "model.onnx" not in meta.get("files", {}):
+            export(task, "onnx", str(entry.tag), images, n)
+            entry = get_entry(str(entry.tag))
+        engine = Path(entry.path) / "model.plan"
+        tensorrt.build_engine(verified_file(entry, "model.onnx"), engine, meta["input_size"])
+        try:
+            report = tensorrt.validate_engine(model, engine, x, spec.export_atol_fp16)
+        except Exception:
+            engine.unlink(missing_ok=True)
+            raise
+        report.update(file="model.plan", precision="fp16")
+        record(entry, "export_tensorrt", report, files={"model.plan": sha256_file(engine)})
+        return report
+    raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m exporters", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("task", choices=sorted(TASKS))
+    parser.add_argument("--format", required=True, choices=FORMATS)
+    parser.add_argument("--tag", help="store entry (default: <task>:latest)")
+    parser.add_argument("--images", help="folder of real images to validate on (default: held-out synthetic)")
+    parser.add_argument("-n", type=int, default=32, help="number of validation images")
+    args = parser.parse_args(argv)
+
+    from exporters.tensorrt import TensorRTUnavailable
+    from exporters.validate import ParityError
+
+    try:
+        report = export(args.task, args.format, args.tag, args.images, args.n)
+    except TensorRTUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except (ParityError, FileNotFoundError, ValueError) as e:
+        print(f"error: {args.format} export failed: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"{args.format} export of {args.tag or args.task + ':latest'} passed parity: "
+        f"max |dp| {report['max_abs_diff']:.2e} <= {report['atol']:g} over {report['n_images']} images"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

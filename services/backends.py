@@ -1,0 +1,77 @@
+"""Inference backends for image classifiers, chosen at start: ONNX Runtime (CUDA provider when present),
+PyTorch as the fallback. Each maps (N, 3, S, S) float32 -> (N, C) float32 probabilities."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from tasks.store import verified_file
+
+
+class OnnxBackend:
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, device: str = "auto", threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        if device == "cuda" and "CUDAExecutionProvider" not in available:
+            raise RuntimeError(f"device=cuda, but this onnxruntime has no CUDA provider (has: {available})")
+        providers = ["CPUExecutionProvider"]
+        if device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
+            providers.insert(0, "CUDAExecutionProvider")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        # Idle intra-op threads would spin between requests and steal the CPU the HTTP server needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input: x})[0]
+
+
+class TorchBackend:
+    name = "pytorch"
+
+    def __init__(self, model, device: str = "auto", threads: int = 0) -> None:
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        if device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device=cuda, but torch sees no CUDA GPU")
+        self.device = "cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+        self.torch = torch
+        self.model = model.to(self.device).eval()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        with torch.inference_mode():
+            logits = self.model(torch.from_numpy(x).to(self.device))
+            return torch.softmax(logits, 1).float().cpu().numpy()
+
+
+def load_backend(entry, preference: str = "auto", device: str = "auto", threads: int = 0, torch_model=None):
+    """The fastest backend this host and entry allow: ONNX when exported and importable, else PyTorch.
+
+    ``preference`` forces one (``onnx`` / ``pytorch``); a forced backend that cannot load is an error.
+    """
+    files = entry.info.metadata.get("files", {})
+    if preference in ("auto", "onnx") and "model.onnx" in files:
+        try:
+            return OnnxBackend(verified_file(entry, "model.onnx"), device, threads)
+        except ImportError:
+            if preference == "onnx":
+                raise
+    elif preference == "onnx":
+        raise FileNotFoundError(f"{entry.tag} has no ONNX export: run `python -m exporters <task> --format onnx`")
+    if torch_model is None:
+        from tasks.classifier import from_checkpoint
+
+        torch_model = from_checkpoint(verified_file(entry, "model.pt"))
+    return TorchBackend(torch_model, device, threads)

@@ -1,0 +1,281 @@
+"""Malaria cell classification service: ``bentoml serve services.malaria:Malaria``.
+
+Routes (under ``/v1/malaria``): ``POST /classify`` (one image; adaptive batching across requests),
+``POST /classify/batch`` (many cells in one request). Both take multipart uploads or JSON with base64; the
+single route also takes a raw ``image/*`` body. Knobs are typed service arguments: ``--arg batching=false``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from typing import Literal
+
+import bentoml
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from pydantic import BaseModel, Field
+
+from services.http import ERROR_RESPONSES, ErrorResponse, error_response, flag, parse_uploads, read_body
+from tasks import get_task
+from tasks.images import ImageLimits, InputError, decode_image, encode_png, preprocess
+
+TASK = get_task("malaria")
+
+
+class ServiceArgs(BaseModel):
+    """``bentoml serve services.malaria:Malaria --arg NAME=VALUE``."""
+
+    model_tag: str = Field("malaria:latest", description="store entry to serve")
+    backend: Literal["auto", "onnx", "pytorch"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batching: bool = Field(True, description="adaptive batching across concurrent requests")
+    max_batch_size: int = Field(32, ge=1, le=1024)
+    max_delay_ms: float = Field(0.0, ge=0, le=1000, description="extra wait for a fuller batch")
+    max_body_mb: float = Field(10.0, gt=0, le=1024)
+    max_images: int = Field(256, ge=1, le=10000, description="images per batch request")
+    max_pixels: int = Field(25_000_000, ge=1)
+    gradcam: bool = Field(True, description="allow Grad-CAM on request (loads the PyTorch model)")
+    threads: int = Field(0, ge=0, description="model threads (0: one per core)")
+
+
+ARGS = bentoml.use_arguments(ServiceArgs)
+
+
+class GradCAM(BaseModel):
+    heatmap_png: str = Field(description="base64 PNG heatmap (blue: ignored, red: decisive), original image size")
+    overlay_png: str = Field(description="base64 PNG of the heatmap blended over the image")
+
+
+class Prediction(BaseModel):
+    label: str = Field(description="most probable class: Parasitized or Uninfected")
+    probability: float = Field(description="probability of `label`")
+    probabilities: dict[str, float] = Field(description="probability per class")
+    gradcam: GradCAM | None = Field(None, description="present when requested with gradcam=true")
+
+
+class ClassifyResponse(Prediction):
+    model: str = Field(description="model-store tag that produced the answer")
+    backend: str = Field(description="inference backend (onnxruntime or pytorch) and device")
+    elapsed_ms: float = Field(description="server time for this request")
+
+
+class BatchItem(Prediction):
+    index: int = Field(description="position of the image in the request")
+    filename: str | None = Field(None, description="upload file name, when given")
+
+
+class BatchResponse(BaseModel):
+    results: list[BatchItem]
+    model: str
+    backend: str
+    elapsed_ms: float
+
+
+def _single_body(many: bool) -> dict:
+    field = "images" if many else "image"
+    file_schema = {"type": "string", "format": "binary"}
+    b64 = {"type": "string", "description": "base64 image (PNG, JPEG, TIFF, BMP)"}
+    content = {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": [field],
+                "properties": {field: {"type": "array", "items": file_schema} if many else file_schema},
+            }
+        },
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": [field],
+                "properties": {
+                    field: {"type": "array", "items": b64} if many else b64,
+                    "gradcam": {"type": "boolean", "default": False},
+                },
+            }
+        },
+    }
+    if not many:
+        content["image/png"] = {"schema": file_schema}
+        content["image/jpeg"] = {"schema": file_schema}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+app = FastAPI(title="malaria", description=TASK.description)
+
+
+@app.post(
+    "/classify",
+    response_model=ClassifyResponse,
+    responses=ERROR_RESPONSES,
+    openapi_extra=_single_body(many=False),
+    summary="Classify one cell image",
+)
+async def classify(request: Request, gradcam: bool = Query(False, description="add a Grad-CAM heatmap")):
+    return await bentoml.get_current_service().handle(request, gradcam, many=False)
+
+
+@app.post(
+    "/classify/batch",
+    response_model=BatchResponse,
+    responses=ERROR_RESPONSES,
+    openapi_extra=_single_body(many=True),
+    summary="Classify many cell images in one request",
+)
+async def classify_batch(request: Request, gradcam: bool = Query(False, description="add Grad-CAM heatmaps")):
+    return await bentoml.get_current_service().handle(request, gradcam, many=True)
+
+
+BATCH_SIZE = bentoml.metrics.Histogram(
+    name="model_batch_size",
+    documentation="Images per model call (adaptive batching)",
+    labelnames=["task"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+MODEL_SECONDS = bentoml.metrics.Histogram(
+    name="model_call_seconds",
+    documentation="Time of one model call",
+    labelnames=["task"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+REJECTED = bentoml.metrics.Counter(
+    name="rejected_requests", documentation="Requests refused with a 4xx", labelnames=["task", "status"]
+)
+
+
+@bentoml.service(
+    name="malaria",
+    traffic={"timeout": 60},
+    workers=1,
+    endpoints={"livez": "/livez", "readyz": "/readyz"},
+)
+@bentoml.asgi_app(app, path="/v1/malaria")
+class Malaria:
+    """EfficientNet-B0 malaria cell classifier (ONNX Runtime; PyTorch fallback and Grad-CAM)."""
+
+    model_ref = bentoml.models.BentoModel(ARGS.model_tag)
+
+    def __init__(self) -> None:
+        from starlette.formparsers import MultiPartParser
+
+        from tasks.store import get_entry
+
+        self.ready = False
+        self.args = ARGS
+        self.body_limit = int(ARGS.max_body_mb * 1024 * 1024)
+        # Uploads stay in memory up to the body limit: nothing a client sends is written to disk.
+        MultiPartParser.spool_max_size = self.body_limit
+        entry = get_entry(ARGS.model_tag)
+        meta = entry.info.metadata
+        if meta.get("task") != TASK.name:
+            raise ValueError(f"{entry.tag} is a {meta.get('task')!r} model, not {TASK.name!r}")
+        self.tag = str(entry.tag)
+        self.labels: list[str] = list(meta["labels"])
+        self.size = int(meta["input_size"])
+        self.mean, self.std = meta["normalization"]["mean"], meta["normalization"]["std"]
+        self.limits = ImageLimits(min_side=TASK.min_side, max_pixels=ARGS.max_pixels)
+        self.torch_model = None
+        if ARGS.gradcam or ARGS.backend == "pytorch":
+            from tasks.classifier import from_checkpoint
+            from tasks.store import verified_file
+
+            self.torch_model = from_checkpoint(verified_file(entry, "model.pt"))
+        from services.backends import load_backend
+
+        self.backend = load_backend(entry, ARGS.backend, ARGS.device, ARGS.threads, self.torch_model)
+        self.backend_name = f"{self.backend.name}/{self.backend.device}"
+        self.backend(np.zeros((1, 3, self.size, self.size), np.float32))  # warm-up before reporting ready
+        self.batcher = make_batcher(self.backend, ARGS)
+        self.ready = True
+
+    async def __is_ready__(self) -> bool:
+        return self.ready
+
+    @bentoml.on_shutdown
+    def shutdown(self) -> None:
+        self.batcher.close()
+
+    async def handle(self, request: Request, gradcam: bool, many: bool):
+        start = time.perf_counter()
+        try:
+            body = await read_body(request, self.body_limit)
+            field = "images" if many else "image"
+            uploads, extra = await parse_uploads(request, body, field, many, self.args.max_images)
+            gradcam = gradcam or flag(extra.get("gradcam", False), "gradcam")
+            if gradcam and self.torch_model is None:
+                raise InputError("Grad-CAM is disabled on this server (started with gradcam=false)", 400)
+            images = []
+            for i, upload in enumerate(uploads):
+                try:
+                    images.append(await self._decode(upload.data))
+                except InputError as e:
+                    if not many:
+                        raise
+                    name = f" ({upload.filename})" if upload.filename else ""
+                    raise InputError(f"images[{i}]{name}: {e}", e.status) from None
+        except InputError as e:
+            REJECTED.labels(task=TASK.name, status=str(e.status)).inc()
+            return error_response(e)
+        x = preprocess(images, self.size, self.mean, self.std)
+        probs = await self.batcher(x)
+        cams = await asyncio.to_thread(self._gradcam, x, probs, images) if gradcam else [None] * len(images)
+        preds = [self._prediction(p, c) for p, c in zip(probs, cams, strict=True)]
+        elapsed = round((time.perf_counter() - start) * 1000, 3)
+        if not many:
+            return ClassifyResponse(
+                **preds[0].model_dump(), model=self.tag, backend=self.backend_name, elapsed_ms=elapsed
+            )
+        items = [
+            BatchItem(**p.model_dump(), index=i, filename=u.filename)
+            for i, (p, u) in enumerate(zip(preds, uploads, strict=True))
+        ]
+        return BatchResponse(results=items, model=self.tag, backend=self.backend_name, elapsed_ms=elapsed)
+
+    async def _decode(self, data: bytes):
+        # Small images decode faster than a thread hop; large ones must not block the event loop.
+        if len(data) < 256 * 1024:
+            return decode_image(data, self.limits)
+        return await asyncio.to_thread(decode_image, data, self.limits)
+
+    def _prediction(self, p: np.ndarray, cam: GradCAM | None) -> Prediction:
+        k = int(p.argmax())
+        return Prediction(
+            label=self.labels[k],
+            probability=float(p[k]),
+            probabilities={label: float(v) for label, v in zip(self.labels, p, strict=True)},
+            gradcam=cam,
+        )
+
+    def _gradcam(self, x: np.ndarray, probs: np.ndarray, images) -> list[GradCAM]:
+        import torch
+        from PIL import Image
+
+        from tasks.classifier import gradcam, heatmap_rgb, overlay
+
+        cams = gradcam(self.torch_model, torch.from_numpy(x), probs.argmax(1).tolist())
+        out = []
+        for cam, image in zip(cams, images, strict=True):
+            full = np.asarray(Image.fromarray((cam * 255).astype(np.uint8)).resize(image.size)) / 255.0
+            out.append(
+                GradCAM(
+                    heatmap_png=base64.b64encode(encode_png(heatmap_rgb(full))).decode(),
+                    overlay_png=base64.b64encode(encode_png(overlay(np.asarray(image), full))).decode(),
+                )
+            )
+        return out
+
+
+def make_batcher(backend, args: ServiceArgs):
+    """The batcher for ``backend``; with ``batching=false`` every model call takes one image."""
+    from services.batching import AdaptiveBatcher
+
+    def observe(n: int, seconds: float) -> None:
+        BATCH_SIZE.labels(task=TASK.name).observe(n)
+        MODEL_SECONDS.labels(task=TASK.name).observe(seconds)
+
+    size = args.max_batch_size if args.batching else 1
+    return AdaptiveBatcher(backend, size, args.max_delay_ms if args.batching else 0.0, observe)
+
+
+__all__ = ["ErrorResponse", "Malaria", "app"]

@@ -1,0 +1,25 @@
+"""The contract every stage shares: one entry per task in ``TASKS``.
+
+Training, export and serving all look up the same :class:`~tasks.spec.ImageClassifierSpec` (or, for later
+tasks, their own spec type) here, so that a model sees in production exactly what it saw in training.
+Importing this package imports no deep-learning framework.
+"""
+
+from __future__ import annotations
+
+from tasks.malaria import MALARIA
+from tasks.spec import ImageClassifierSpec
+
+TaskSpec = ImageClassifierSpec
+
+TASKS: dict[str, TaskSpec] = {
+    MALARIA.name: MALARIA,
+}
+
+
+def get_task(name: str) -> TaskSpec:
+    """Return the registered spec for ``name``, or fail with the list of known tasks."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}") from None

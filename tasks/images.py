@@ -1,0 +1,129 @@
+"""Image decoding, validation and preprocessing, shared by training, export validation and serving.
+
+Serving calls :func:`decode_image` on untrusted bytes; every failure is an :class:`InputError` carrying the HTTP
+status and a message that says what was wrong. :func:`preprocess` is the one transform a model ever sees.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+# Formats a client may upload. GIF, WebP, etc. are refused with 415 rather than guessed at.
+ACCEPTED_FORMATS = ("PNG", "JPEG", "TIFF", "BMP")
+
+
+class InputError(ValueError):
+    """Bad client input: ``status`` is the HTTP status to answer with, ``str(self)`` the message."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What an uploaded image may be: pixel count bounds guard against decompression bombs."""
+
+    min_side: int = 16
+    max_side: int = 8192
+    max_pixels: int = 25_000_000
+
+
+def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
+    """Decode untrusted bytes into an 8-bit RGB image, or raise :class:`InputError`.
+
+    The size is checked from the header before any pixel is decoded, so a small file that claims a huge canvas
+    costs nothing. 16-bit / 32-bit grey, palette, CMYK, bilevel and alpha images are converted to RGB.
+    """
+    if not data:
+        raise InputError("empty file: the request carried no image bytes", 400)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        if isinstance(e, UnidentifiedImageError):
+            raise InputError(f"not a readable image: expected one of {', '.join(ACCEPTED_FORMATS)}", 415) from e
+        raise InputError(f"image too large: {e}", 413) from e
+    except Exception as e:  # PIL raises many types on malformed headers
+        raise InputError(f"could not read the image header: {e}", 400) from e
+    if img.format not in ACCEPTED_FORMATS:
+        raise InputError(f"unsupported image format {img.format}: send one of {', '.join(ACCEPTED_FORMATS)}", 415)
+    w, h = img.size
+    if w > limits.max_side or h > limits.max_side or w * h > limits.max_pixels:
+        raise InputError(
+            f"image too large: {w}x{h} pixels (limits: {limits.max_side} px a side, {limits.max_pixels} pixels in all)",
+            413,
+        )
+    if min(w, h) < limits.min_side:
+        raise InputError(f"image too small: {w}x{h} pixels (at least {limits.min_side} px a side)", 422)
+    try:
+        img.load()
+    except OSError as e:
+        raise InputError(f"corrupt or truncated image: {e}", 400) from e
+    except Exception as e:
+        raise InputError(f"could not decode the image: {e}", 400) from e
+    return to_rgb(img)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any supported PIL mode to 8-bit RGB; alpha is composited over black (the NIH background).
+
+    Raises :class:`InputError` (415) for modes with no meaningful RGB rendering.
+    """
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # High bit depth grey: stretch the used range to 8 bits rather than clipping at 255.
+        arr = np.asarray(img, dtype=np.float32)
+        lo, hi = float(arr.min()), float(arr.max())
+        scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        return Image.fromarray(scaled.astype(np.uint8), "L").convert("RGB")
+    if mode in ("P", "PA"):
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode in ("L", "1", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        return img.convert("RGB")
+    raise InputError(f"unsupported image mode {mode!r}", 415)
+
+
+def resize(img: Image.Image, size: int) -> np.ndarray:
+    """Squash an RGB image to ``size`` x ``size`` (bilinear). Returns HxWx3 uint8."""
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def normalize(batch: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """uint8 images (N, H, W, 3) -> float32 (N, 3, H, W), scaled to [0, 1] then standardised per channel."""
+    x = batch.astype(np.float32) * (1.0 / 255.0)
+    x -= np.asarray(mean, dtype=np.float32)
+    x /= np.asarray(std, dtype=np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def preprocess(images: Sequence[Image.Image], size: int, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """RGB images -> model input float32 (N, 3, size, size). The transform every model sees."""
+    return normalize(np.stack([resize(im, size) for im in images]), mean, std)
+
+
+def encode_png(arr: np.ndarray) -> bytes:
+    """HxWx3 (or HxW) uint8 -> PNG bytes."""
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# Truncated files must fail, not be silently padded with grey.
+ImageFile.LOAD_TRUNCATED_IMAGES = False

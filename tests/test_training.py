@@ -1,0 +1,155 @@
+"""Data generators, the folder loader, configuration, metrics, model construction and freezing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tasks import TASKS
+from tasks.classifier import build_model, feature_blocks, freeze, gradcam, load_pretrained
+from tests.conftest import png_bytes
+from training.config import TrainConfig, override, validate
+from training.datasets import folder
+from training.datasets.cells import PARASITIZED, UNINFECTED, cell_image, generate
+from training.metrics import classification_metrics
+
+
+def purple_inside_cell(img: np.ndarray, k: int = 15) -> int:
+    """Parasite-purple pixels (blue above red, low green) whose k x k neighbourhood is all cell, not background."""
+    rgb = img.astype(int)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    purple = (b > r) & (g < 100) & (b > 90)
+    cell = ((rgb.sum(-1) > 150) | purple).astype(float)
+    c = np.pad(cell, k // 2).cumsum(0).cumsum(1)
+    c = np.pad(c, ((1, 0), (1, 0)))
+    box = c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
+    return int((purple & (box >= k * k)).sum())
+
+
+def test_generator_is_deterministic_balanced_and_varied():
+    a, la = generate(20, seed=3)
+    b, lb = generate(20, seed=3)
+    assert la == lb and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert la.count(PARASITIZED) == la.count(UNINFECTED) == 10
+    assert len({im.shape for im in a}) > 3  # sizes vary like real crops
+    c, _ = generate(20, seed=4)
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_parasites_are_inside_the_cell_and_only_in_parasitized():
+    rng = np.random.default_rng(0)
+    sick = [purple_inside_cell(cell_image(rng, True)) for _ in range(40)]
+    healthy = [purple_inside_cell(cell_image(rng, False)) for _ in range(40)]
+    assert np.mean([s > 0 for s in sick]) > 0.8
+    assert np.mean([h > 0 for h in healthy]) < 0.1
+
+
+def test_uninfected_cells_carry_distractors():
+    """Platelets and debris appear in the uninfected class too: dark spots alone do not decide."""
+    rng = np.random.default_rng(1)
+    dark = [(cell_image(rng, False).sum(-1) < 300)[20:-20, 20:-20].sum() for _ in range(40)]
+    assert np.mean([d > 0 for d in dark]) > 0.3
+
+
+def test_folder_loader_reads_nih_layout(tmp_path):
+    root = tmp_path / "cell_images"
+    images, labels = generate(6, seed=0)
+    for i, (im, y) in enumerate(zip(images, labels, strict=True)):
+        d = root / ("Parasitized" if y == PARASITIZED else "Uninfected")
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"C{i}_cell.png").write_bytes(png_bytes(im))
+    (root / "Parasitized" / "Thumbs.db").write_bytes(b"junk")  # the NIH zip ships these
+    paths, targets = folder.list_images(tmp_path, ("Parasitized", "Uninfected"))
+    assert len(paths) == 6 and sorted(targets) == sorted(labels)
+    assert len(folder.fingerprint(paths, targets)) == 64
+    with pytest.raises(FileNotFoundError, match="one folder per class"):
+        folder.list_images(tmp_path, ("Parasitized", "Healthy"))
+
+
+def test_config_overrides_reject_unknown_keys_and_bad_types():
+    cfg = override(TrainConfig(task="malaria"), {"epochs": "3", "lr": "1e-3", "freeze": "half", "data": "x"})
+    assert cfg.epochs == 3 and cfg.lr == 1e-3 and cfg.freeze == "half"
+    with pytest.raises(ValueError, match="unknown config key"):
+        override(cfg, {"epoch": 3})
+    with pytest.raises(ValueError, match="epochs"):
+        override(cfg, {"epochs": "three"})
+    with pytest.raises(ValueError, match="exactly one data source"):
+        validate(override(cfg, {"synthetic": 10}))
+    with pytest.raises(ValueError, match="freeze"):
+        validate(override(cfg, {"freeze": "most"}))
+
+
+def test_metrics_binary():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    m = classification_metrics([0, 1, 1, 1], probs, ("Parasitized", "Uninfected"), "Parasitized")
+    assert m["accuracy"] == 0.75
+    assert m["precision"] == 0.5 and m["recall"] == 1.0  # of Parasitized
+    assert m["roc_auc"] == 1.0  # the ranking is perfect even though one threshold decision is wrong
+    assert m["confusion_matrix"]["rows_true_cols_predicted"] == [[1, 0], [1, 2]]
+
+
+@pytest.mark.parametrize("strategy, trainable_blocks", [("none", 9), ("half", 5), ("head", 0)])
+def test_freezing_strategies(strategy, trainable_blocks):
+    model = build_model("efficientnet_b0", 2)
+    frozen = freeze(model, strategy)
+    blocks = feature_blocks(model)
+    assert len(blocks) == 9 and frozen == 9 - trainable_blocks
+    trainable = [any(p.requires_grad for p in b.parameters()) for b in blocks]
+    assert trainable == [False] * frozen + [True] * trainable_blocks
+    assert all(p.requires_grad for p in model.classifier.parameters())
+
+
+def test_head_starts_near_zero():
+    """A fresh two-class head must start at ~zero logits (torchvision's default init starts at ~|7|)."""
+    model = build_model("efficientnet_b0", 2).eval()
+    with torch.inference_mode():
+        logits = model(torch.randn(4, 3, 64, 64))
+    assert logits.abs().max() < 1.0
+
+
+def test_pretrained_file_loads_backbone_and_rejects_mismatch(tmp_path):
+    imagenet = build_model("efficientnet_b0", 1000)  # stands in for torchvision's ImageNet file
+    path = tmp_path / "efficientnet_b0.pth"
+    torch.save(imagenet.state_dict(), path)
+    model = build_model("efficientnet_b0", 2)
+    head_names = load_pretrained(model, path)
+    assert head_names == ["classifier.1.bias", "classifier.1.weight"]
+    assert torch.equal(model.features[0][0].weight, imagenet.features[0][0].weight)
+    torch.save(build_model("mobilenet_v2", 1000).state_dict(), path)
+    with pytest.raises(ValueError, match="does not fit"):
+        load_pretrained(build_model("efficientnet_b0", 2), path)
+
+
+def test_gradcam_highlights_the_decisive_region():
+    """The logit reads channel 0 only; channel 0 is lit in the top-left, channel 1 (ignored) in the bottom-right.
+    Grad-CAM must point at the top-left."""
+
+    class ReadsChannelZero(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = torch.nn.Sequential(torch.nn.Identity())
+
+        def forward(self, x):
+            s = self.features(x)[:, 0].mean(dim=(1, 2))
+            return torch.stack([s, -s], 1)
+
+    x = torch.zeros(1, 3, 32, 32)
+    x[0, 0, :16, :16] = 1.0
+    x[0, 1, 16:, 16:] = 1.0
+    cam = gradcam(ReadsChannelZero(), x, [0])[0]
+    assert cam.shape == (32, 32)
+    assert cam[:12, :12].mean() > 0.9 and cam[20:, 20:].max() < 0.05
+
+
+def test_every_task_declares_what_every_stage_needs():
+    """Completeness: each registered task has labels, a generator, a parity tolerance and a service."""
+    import importlib.util
+
+    from tasks.spec import resolve
+
+    for name, spec in TASKS.items():
+        assert spec.num_classes >= 2 and spec.export_atol > 0
+        images, labels = resolve(spec.synthetic)(4, seed=0)
+        assert len(images) == 4 and set(labels) <= set(range(spec.num_classes))
+        assert importlib.util.find_spec(f"services.{name}") is not None

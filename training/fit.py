@@ -1,0 +1,130 @@
+"""The shared fit loop: AdamW, warm-up + cosine learning rate, early stopping on validation loss.
+
+Task modules supply batches; this loop knows nothing about images, audio or text.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_val_loss: float
+    epochs_run: int
+    stopped_early: bool
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up over ``warmup_fraction`` of the steps, then cosine decay to 1 %."""
+    warmup = max(1, int(total_steps * warmup_fraction))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def evaluate_loss(model: nn.Module, batches: Batches, device: torch.device) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over ``batches`` (eval mode, no gradients)."""
+    model.eval()
+    total, loss_sum, correct = 0, 0.0, 0
+    with torch.inference_mode():
+        for x, y in batches():
+            x, y = x.to(device), y.to(device)
+            logits = model(x)
+            loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+            total += len(y)
+    return loss_sum / max(total, 1), correct / max(total, 1)
+
+
+def fit(
+    model: nn.Module,
+    train_batches: Batches,
+    val_batches: Batches,
+    *,
+    steps_per_epoch: int,
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    warmup_fraction: float,
+    patience: int,
+    device: torch.device,
+    set_train_mode: Callable[[nn.Module], None] | None = None,
+    desc: str = "train",
+) -> FitResult:
+    """Train ``model`` in place; on return it holds the weights of the epoch with the lowest validation loss.
+
+    ``set_train_mode`` puts the model into training mode (a frozen backbone keeps its BatchNorm in eval).
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("nothing to train: every parameter is frozen")
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps_per_epoch * epochs, warmup_fraction))
+    best_loss, best_epoch, best_state, bad_epochs = math.inf, 0, None, 0
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+    epoch = 0
+    for epoch in range(1, epochs + 1):
+        (set_train_mode or nn.Module.train)(model)
+        seen, loss_sum = 0, 0.0
+        bar = tqdm(train_batches(), total=steps_per_epoch, desc=f"{desc} epoch {epoch}/{epochs}", unit="batch")
+        for x, y in bar:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            seen += len(y)
+            loss_sum += loss.item() * len(y)
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+        val_loss, val_acc = evaluate_loss(model, val_batches, device)
+        row = {
+            "epoch": epoch,
+            "train_loss": loss_sum / max(seen, 1),
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+        }
+        history.append(row)
+        tqdm.write(
+            f"{desc} epoch {epoch}: train loss {row['train_loss']:.4f}, "
+            f"val loss {val_loss:.4f}, val accuracy {val_acc:.4f}"
+        )
+        if val_loss < best_loss:
+            best_loss, best_epoch, bad_epochs = val_loss, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            bad_epochs += 1
+            if bad_epochs >= patience:
+                tqdm.write(f"early stop: no validation improvement for {patience} epochs")
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return FitResult(
+        best_epoch=best_epoch,
+        best_val_loss=best_loss,
+        epochs_run=epoch,
+        stopped_early=epoch < epochs,
+        seconds=time.perf_counter() - start,
+        history=history,
+    )
