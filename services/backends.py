@@ -25,8 +25,6 @@ class OnnxBackend:
             providers.insert(0, "CUDAExecutionProvider")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or (os.cpu_count() or 1)
-        # Idle intra-op threads would spin between requests and steal the CPU the HTTP server needs.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=providers)
         self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
         self.input = self.session.get_inputs()[0].name

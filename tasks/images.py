@@ -106,11 +106,13 @@ def resize(img: Image.Image, size: int) -> np.ndarray:
 
 
 def normalize(batch: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """uint8 images (N, H, W, 3) -> float32 (N, 3, H, W), scaled to [0, 1] then standardised per channel."""
-    x = batch.astype(np.float32) * (1.0 / 255.0)
-    x -= np.asarray(mean, dtype=np.float32)
-    x /= np.asarray(std, dtype=np.float32)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    """uint8 images (N, H, W, 3) -> float32 (N, 3, H, W): ``(x / 255 - mean) / std`` per channel."""
+    # Transpose while still uint8 (a quarter of the bytes), then one multiply-add in place.
+    x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2)).astype(np.float32)
+    std_ = np.asarray(std, dtype=np.float32)[:, None, None]
+    x *= 1.0 / (255.0 * std_)
+    x -= (np.asarray(mean, dtype=np.float32) / np.asarray(std, dtype=np.float32))[:, None, None]
+    return x
 
 
 def preprocess(images: Sequence[Image.Image], size: int, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

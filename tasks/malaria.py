@@ -16,5 +16,5 @@ MALARIA = ImageClassifierSpec(
     backbone="efficientnet_b0",
     input_size=128,
     positive_label="Parasitized",
-    train_defaults={"synthetic": 4000, "epochs": 12, "batch_size": 48, "lr": 3e-3},
+    train_defaults={"synthetic": 2000, "epochs": 6, "batch_size": 32, "lr": 2e-3},
 )

@@ -4,25 +4,15 @@ from __future__ import annotations
 
 import io
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from benchmarks.server import ROOT, start_server, stop_server
 
 
 def png_bytes(arr: np.ndarray, mode: str | None = None, fmt: str = "PNG", **save) -> bytes:
@@ -69,48 +59,11 @@ def store(tmp_path_factory) -> dict[str, str]:
     return env
 
 
-def start_server(env: dict[str, str], *args: str, timeout: float = 180) -> tuple[subprocess.Popen, str, Path]:
-    port = free_port()
-    cmd = [
-        str(Path(sys.executable).parent / "bentoml"),
-        "serve",
-        "services.malaria:Malaria",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    for a in args:
-        cmd += ["--arg", a]
-    log = open(Path(env["BENTOML_HOME"]) / f"serve-{port}.log", "w")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"bentoml serve exited with {proc.returncode}: {Path(log.name).read_text()[-3000:]}")
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return proc, url, Path(log.name)
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    stop_server(proc)
-    raise TimeoutError(f"server not ready in {timeout}s: {Path(log.name).read_text()[-3000:]}")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(20)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
 @pytest.fixture(scope="session")
 def server(store):
     """``bentoml serve services.malaria:Malaria`` on loopback with small limits: (base URL, log file)."""
-    proc, url, log = start_server(store, "max_body_mb=2", "max_images=8", "max_pixels=4000000")
+    limits = {"max_body_mb": 2, "max_images": 8, "max_pixels": 4_000_000}
+    proc, url, log = start_server("malaria", limits, env=store)
     yield url, log
     stop_server(proc)
 

@@ -80,3 +80,10 @@ def test_normalize_channel_order_is_rgb():
     img[..., 2] = 255  # blue
     x = normalize(img, (0, 0, 0), (1, 1, 1))
     assert x[0, 2].min() == 1.0 and x[0, :2].max() == 0.0
+
+
+def test_normalize_matches_the_textbook_formula():
+    batch = np.random.default_rng(1).integers(0, 256, (3, 9, 7, 3), dtype=np.uint8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    expected = ((batch / 255.0 - np.array(mean)) / np.array(std)).transpose(0, 3, 1, 2)
+    assert np.abs(normalize(batch, mean, std) - expected).max() < 1e-5

@@ -54,7 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     from training.classifier import train
     from training.store import save_classifier
 
-    result = train(spec, cfg)
+    try:
+        result = train(spec, cfg)
+    except (FileNotFoundError, ValueError) as e:  # data that cannot be read: say what and where
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     tag = save_classifier(spec, result, cfg)
     m = result.metrics
     print(

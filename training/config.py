@@ -85,6 +85,8 @@ def validate(config: TrainConfig) -> None:
     """Reject configurations that cannot train, with a message naming the fix."""
     if (config.data is None) == (config.synthetic <= 0):
         raise ValueError("give exactly one data source: --data DIR or --synthetic N")
+    if config.data is not None and not Path(config.data).is_dir():
+        raise ValueError(f"data folder not found: {config.data}")
     if config.freeze not in ("none", "half", "head"):
         raise ValueError(f"freeze: expected none, half or head, got {config.freeze!r}")
     if config.device not in ("auto", "cpu", "cuda"):

@@ -1,0 +1,60 @@
+"""``python -m benchmarks <task> [--device cpu|cuda] [--requests N] [--concurrency 1,8,32]``
+
+Measures, in one run, the floor (the model alone, in process) and the service over HTTP, and writes
+``benchmarks/results/<task>-<device>.json`` and ``.md`` in the schema of :mod:`benchmarks.report`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tasks import TASKS, get_task
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("task", choices=sorted(TASKS))
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--tag", help="store entry (default: <task>:latest)")
+    parser.add_argument("--requests", type=int, default=400, help="requests per service row")
+    parser.add_argument("--concurrency", default="1,8,32", help="comma-separated client concurrencies")
+    parser.add_argument("--seconds", type=float, default=3.0, help="time per floor row")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    from benchmarks import image_classifier as bench
+    from benchmarks.report import write
+    from tasks.store import get_entry
+
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            print("error: --device cuda, but torch sees no CUDA GPU on this host", file=sys.stderr)
+            return 3
+    spec = get_task(args.task)
+    try:
+        entry = get_entry(args.tag or f"{args.task}:latest")
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    pngs = bench.sample_images(spec)
+    rows = bench.floor_rows(spec, entry, pngs, args.device, args.seconds)
+    model_arg = {} if args.tag is None else {"model_tag": args.tag}
+    rows += bench.service_rows(args.task, pngs, args.device, concurrencies, args.requests, model_arg)
+    notes = [f"model {entry.tag}", *bench.summary(rows, concurrencies)]
+    path = write(args.task, args.device, rows, args.out, notes)
+    print("\n".join(notes))
+    print(f"wrote {path} and {path.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""The command lines: training from a class-per-folder tree, and clear errors for bad arguments."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks.server import ROOT
+
+
+def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+@pytest.fixture
+def env(tmp_path):
+    return {**os.environ, "BENTOML_HOME": str(tmp_path / "home"), "BENTOML_DO_NOT_TRACK": "true"}
+
+
+def test_train_from_folder_tree_writes_a_store_entry(tmp_path, env):
+    data = tmp_path / "cell_images"
+    assert run("training.datasets", "malaria", "--out", str(data), "-n", "24", env=env).returncode == 0
+    r = run(
+        "training",
+        "malaria",
+        "--data",
+        str(tmp_path),
+        "--epochs",
+        "1",
+        "--input-size",
+        "48",
+        "--batch-size",
+        "8",
+        "--freeze",
+        "half",
+        "--val-fraction",
+        "0.25",
+        "--test-fraction",
+        "0.25",
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    tag = json.loads(r.stdout[r.stdout.index("{") :])["tag"]
+    bentoml_cli = os.path.join(os.path.dirname(sys.executable), "bentoml")
+    meta = json.loads(
+        subprocess.run(
+            [bentoml_cli, "models", "get", tag, "-o", "json"], env=env, capture_output=True, text=True, check=True
+        ).stdout
+    )["metadata"]
+    assert meta["dataset"]["source"].startswith("folder:") and meta["config"]["freeze"] == "half"
+    assert meta["training"]["frozen_feature_blocks"] == 4 and meta["metrics"]["test"]["n"] == 6
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--synthetic", "10", "--data", "x"], "exactly one data source"),
+        (["--synthetic", "10", "--freeze", "most"], "freeze"),
+        (["--synthetic", "10", "--epochs", "three"], "epochs"),
+        (["--synthetic", "10", "--pretrained", "/nonexistent.pth"], "not found"),
+        (["--data", "/nonexistent-dir"], "data folder not found"),
+        (["--data", "/tmp"], "does not hold one folder per class"),
+    ],
+)
+def test_training_cli_errors_are_clear(env, args, words):
+    r = run("training", "malaria", *args, env=env)
+    assert r.returncode == 2 and words in r.stderr, r.stderr[-1500:]
+
+
+def test_export_without_a_model_says_how_to_make_one(env):
+    r = run("exporters", "malaria", "--format", "onnx", env=env)
+    assert r.returncode == 1 and "python -m training malaria" in r.stderr
