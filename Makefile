@@ -21,7 +21,7 @@ setup: debian $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[serve,train,export,bench,dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[serve,malaria,train,export,dev]'
 	@touch $(STAMP)
 
 debian:

@@ -81,6 +81,7 @@ def service_rows(
             host, port = "127.0.0.1", int(url.rsplit(":", 1)[1])
             path = f"/v1/{task}/classify"
             reqs = [multipart_request(host, port, path, "image", f"cell{i}.png", b) for i, b in enumerate(pngs)]
+            backend = served_backend(url + path, pngs[0])
             for c in concurrencies:
                 asyncio.run(run_load(host, port, reqs, c, max(20, 2 * c)))  # warm-up, connections, batching
                 total = max(requests, 10 * c)
@@ -88,7 +89,7 @@ def service_rows(
                 rows.append(
                     row(
                         "service",
-                        "onnxruntime",
+                        backend,
                         1,
                         c,
                         res.latencies_s,
@@ -105,6 +106,16 @@ def service_rows(
         finally:
             stop_server(proc)
     return rows
+
+
+def served_backend(url: str, png: bytes) -> str:
+    """The backend the service chose, as it reports it (``onnxruntime/cpu``, ``pytorch/cuda``, ...)."""
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(url, data=png, headers={"Content-Type": "image/png"}, method="POST")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.load(r)["backend"]
 
 
 def find(rows: list[dict], **match) -> dict:

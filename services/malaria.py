@@ -10,13 +10,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from collections.abc import Callable
 from typing import Literal
 
 import bentoml
 import numpy as np
 from fastapi import FastAPI, Query, Request
+from PIL import Image
 from pydantic import BaseModel, Field
+from starlette.responses import Response
 
+from services.batching import AdaptiveBatcher
 from services.http import ERROR_RESPONSES, ErrorResponse, error_response, flag, parse_uploads, read_body
 from tasks import get_task
 from tasks.images import ImageLimits, InputError, decode_image, encode_png, preprocess
@@ -112,7 +116,9 @@ app = FastAPI(title="malaria", description=TASK.description)
     openapi_extra=_single_body(many=False),
     summary="Classify one cell image",
 )
-async def classify(request: Request, gradcam: bool = Query(False, description="add a Grad-CAM heatmap")):
+async def classify(
+    request: Request, gradcam: bool = Query(False, description="add a Grad-CAM heatmap")
+) -> Response | BaseModel:
     return await bentoml.get_current_service().handle(request, gradcam, many=False)
 
 
@@ -123,7 +129,9 @@ async def classify(request: Request, gradcam: bool = Query(False, description="a
     openapi_extra=_single_body(many=True),
     summary="Classify many cell images in one request",
 )
-async def classify_batch(request: Request, gradcam: bool = Query(False, description="add Grad-CAM heatmaps")):
+async def classify_batch(
+    request: Request, gradcam: bool = Query(False, description="add Grad-CAM heatmaps")
+) -> Response | BaseModel:
     return await bentoml.get_current_service().handle(request, gradcam, many=True)
 
 
@@ -196,7 +204,8 @@ class Malaria:
     def shutdown(self) -> None:
         self.batcher.close()
 
-    async def handle(self, request: Request, gradcam: bool, many: bool):
+    async def handle(self, request: Request, gradcam: bool, many: bool) -> Response | BaseModel:
+        """Validate, decode, classify (through the batcher) and answer one request of either route."""
         start = time.perf_counter()
         try:
             body = await read_body(request, self.body_limit)
@@ -217,7 +226,10 @@ class Malaria:
         except InputError as e:
             REJECTED.labels(task=TASK.name, status=str(e.status)).inc()
             return error_response(e)
-        x = preprocess(images, self.size, self.mean, self.std)
+        if len(images) <= 8:
+            x = preprocess(images, self.size, self.mean, self.std)
+        else:  # a large batch request must not hold the event loop for long
+            x = await asyncio.to_thread(preprocess, images, self.size, self.mean, self.std)
         probs = await self.batcher(x)
         cams = await asyncio.to_thread(self._gradcam, x, probs, images) if gradcam else [None] * len(images)
         preds = [self._prediction(p, c) for p, c in zip(probs, cams, strict=True)]
@@ -232,7 +244,7 @@ class Malaria:
         ]
         return BatchResponse(results=items, model=self.tag, backend=self.backend_name, elapsed_ms=elapsed)
 
-    async def _decode(self, data: bytes):
+    async def _decode(self, data: bytes) -> Image.Image:
         # Small images decode faster than a thread hop; large ones must not block the event loop.
         if len(data) < 256 * 1024:
             return decode_image(data, self.limits)
@@ -247,9 +259,8 @@ class Malaria:
             gradcam=cam,
         )
 
-    def _gradcam(self, x: np.ndarray, probs: np.ndarray, images) -> list[GradCAM]:
+    def _gradcam(self, x: np.ndarray, probs: np.ndarray, images: list[Image.Image]) -> list[GradCAM]:
         import torch
-        from PIL import Image
 
         from tasks.classifier import gradcam, heatmap_rgb, overlay
 
@@ -266,9 +277,8 @@ class Malaria:
         return out
 
 
-def make_batcher(backend, args: ServiceArgs):
+def make_batcher(backend: Callable[[np.ndarray], np.ndarray], args: ServiceArgs) -> AdaptiveBatcher:
     """The batcher for ``backend``; with ``batching=false`` every model call takes one image."""
-    from services.batching import AdaptiveBatcher
 
     def observe(n: int, seconds: float) -> None:
         BATCH_SIZE.labels(task=TASK.name).observe(n)

@@ -68,7 +68,7 @@ def test_folder_loader_reads_nih_layout(tmp_path):
 
 
 def test_config_overrides_reject_unknown_keys_and_bad_types():
-    cfg = override(TrainConfig(task="malaria"), {"epochs": "3", "lr": "1e-3", "freeze": "half", "data": "x"})
+    cfg = override(TrainConfig(task="malaria"), {"epochs": "3", "lr": "1e-3", "freeze": "half", "data": "."})
     assert cfg.epochs == 3 and cfg.lr == 1e-3 and cfg.freeze == "half"
     with pytest.raises(ValueError, match="unknown config key"):
         override(cfg, {"epoch": 3})

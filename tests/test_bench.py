@@ -1,0 +1,46 @@
+"""The benchmark harness end to end on the tiny test model: every row of the shared schema, no errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks.report import ROW_KEYS
+from benchmarks.server import ROOT
+
+pytestmark = pytest.mark.http
+
+
+def test_benchmark_writes_the_shared_schema(store, tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks",
+        "malaria",
+        "--requests",
+        "12",
+        "--concurrency",
+        "1,4",
+        "--seconds",
+        "0.2",
+        "--out",
+        str(tmp_path),
+    ]
+    r = subprocess.run(cmd, cwd=ROOT, env=store, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads((tmp_path / "malaria-cpu.json").read_text())
+    assert {"task", "device", "commit", "date", "rows"} <= set(doc) and doc["task"] == "malaria"
+    rows = doc["rows"]
+    assert all(set(ROW_KEYS) <= set(row) for row in rows)
+    floors = [r for r in rows if r["path"] == "floor"]
+    services = [r for r in rows if r["path"] == "service"]
+    assert {(r["backend"], r["batch"], r["input"]) for r in floors} == {
+        (b, n, i) for b in ("onnxruntime/cpu", "pytorch/cpu") for n in (1, 32) for i in ("bytes", "tensor")
+    }
+    assert {(r["concurrency"], r["batching"]) for r in services} == {(c, b) for c in (1, 4) for b in (True, False)}
+    assert all(r["errors"] == 0 and r["n"] >= 12 and 0 < r["p50_ms"] <= r["p99_ms"] for r in services)
+    assert all(r["backend"] == "onnxruntime/cpu" for r in services)
+    assert "| service |" in (tmp_path / "malaria-cpu.md").read_text()
