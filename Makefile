@@ -15,7 +15,7 @@ export PYTHONUNBUFFERED := 1
 
 STAMP := $(VENV)/.installed
 
-.PHONY: setup debian models serve test test-slow bench lint format clean
+.PHONY: setup debian models serve test test-slow test-gpu bench lint format clean
 
 setup: debian $(STAMP)
 
@@ -45,10 +45,14 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 test: setup lint
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+# On a CUDA host: GPU service, TensorRT export (where TensorRT is installed), CUDA benchmark.
+test-gpu: setup
+	$(BIN)/python -m pytest -m gpu $(PYTEST_ARGS)
 
 bench: models
 	$(BIN)/python -m benchmarks $(TASK)

@@ -34,6 +34,8 @@ class OnnxBackend:
 
 
 class TorchBackend:
+    """PyTorch eager; on a GPU in fp16 (the tensor cores' precision), on the CPU in fp32."""
+
     name = "pytorch"
 
     def __init__(self, model, device: str = "auto", threads: int = 0) -> None:
@@ -44,32 +46,38 @@ class TorchBackend:
         if device == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("device=cuda, but torch sees no CUDA GPU")
         self.device = "cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+        self.dtype = torch.float16 if self.device == "cuda" else torch.float32
         self.torch = torch
-        self.model = model.to(self.device).eval()
+        self.model = model.to(self.device, self.dtype).eval()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         torch = self.torch
         with torch.inference_mode():
-            logits = self.model(torch.from_numpy(x).to(self.device))
-            return torch.softmax(logits, 1).float().cpu().numpy()
+            logits = self.model(torch.from_numpy(x).to(self.device, self.dtype))
+            return torch.softmax(logits.float(), 1).cpu().numpy()
 
 
-def load_backend(entry, preference: str = "auto", device: str = "auto", threads: int = 0, torch_model=None):
-    """The fastest backend this host and entry allow: ONNX when exported and importable, else PyTorch.
+def onnx_can_serve(device: str) -> bool:
+    """ONNX Runtime is importable and, when a GPU is asked for, has its CUDA provider."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return device != "cuda" or "CUDAExecutionProvider" in ort.get_available_providers()
 
-    ``preference`` forces one (``onnx`` / ``pytorch``); a forced backend that cannot load is an error.
+
+def load_backend(entry, preference: str = "auto", device: str = "auto", threads: int = 0):
+    """The fastest backend this host and entry allow.
+
+    ``auto``: ONNX Runtime when the entry has an ONNX export and ONNX Runtime can run on ``device`` (CPU, or
+    GPU with onnxruntime-gpu), else PyTorch. ``onnx`` / ``pytorch`` force one; a forced backend that cannot load
+    is an error.
     """
-    files = entry.info.metadata.get("files", {})
-    if preference in ("auto", "onnx") and "model.onnx" in files:
-        try:
-            return OnnxBackend(verified_file(entry, "model.onnx"), device, threads)
-        except ImportError:
-            if preference == "onnx":
-                raise
-    elif preference == "onnx":
-        raise FileNotFoundError(f"{entry.tag} has no ONNX export: run `python -m exporters <task> --format onnx`")
-    if torch_model is None:
-        from tasks.classifier import from_checkpoint
+    has_onnx = "model.onnx" in entry.info.metadata.get("files", {})
+    if preference == "onnx" or (preference == "auto" and has_onnx and onnx_can_serve(device)):
+        if not has_onnx:
+            raise FileNotFoundError(f"{entry.tag} has no ONNX export: run `python -m exporters <task> --format onnx`")
+        return OnnxBackend(verified_file(entry, "model.onnx"), device, threads)
+    from tasks.classifier import from_checkpoint
 
-        torch_model = from_checkpoint(verified_file(entry, "model.pt"))
-    return TorchBackend(torch_model, device, threads)
+    return TorchBackend(from_checkpoint(verified_file(entry, "model.pt")), device, threads)

@@ -183,15 +183,15 @@ class Malaria:
         self.size = int(meta["input_size"])
         self.mean, self.std = meta["normalization"]["mean"], meta["normalization"]["std"]
         self.limits = ImageLimits(min_side=TASK.min_side, max_pixels=ARGS.max_pixels)
-        self.torch_model = None
-        if ARGS.gradcam or ARGS.backend == "pytorch":
+        from services.backends import load_backend
+
+        self.backend = load_backend(entry, ARGS.backend, ARGS.device, ARGS.threads)
+        self.cam_model = None  # fp32 PyTorch model for Grad-CAM, on the backend's device
+        if ARGS.gradcam:
             from tasks.classifier import from_checkpoint
             from tasks.store import verified_file
 
-            self.torch_model = from_checkpoint(verified_file(entry, "model.pt"))
-        from services.backends import load_backend
-
-        self.backend = load_backend(entry, ARGS.backend, ARGS.device, ARGS.threads, self.torch_model)
+            self.cam_model = from_checkpoint(verified_file(entry, "model.pt")).to(self.backend.device)
         self.backend_name = f"{self.backend.name}/{self.backend.device}"
         self.backend(np.zeros((1, 3, self.size, self.size), np.float32))  # warm-up before reporting ready
         self.batcher = make_batcher(self.backend, ARGS)
@@ -212,7 +212,7 @@ class Malaria:
             field = "images" if many else "image"
             uploads, extra = await parse_uploads(request, body, field, many, self.args.max_images)
             gradcam = gradcam or flag(extra.get("gradcam", False), "gradcam")
-            if gradcam and self.torch_model is None:
+            if gradcam and self.cam_model is None:
                 raise InputError("Grad-CAM is disabled on this server (started with gradcam=false)", 400)
             images = []
             for i, upload in enumerate(uploads):
@@ -264,7 +264,8 @@ class Malaria:
 
         from tasks.classifier import gradcam, heatmap_rgb, overlay
 
-        cams = gradcam(self.torch_model, torch.from_numpy(x), probs.argmax(1).tolist())
+        xt = torch.from_numpy(x).to(self.backend.device)
+        cams = gradcam(self.cam_model, xt, probs.argmax(1).tolist())
         out = []
         for cam, image in zip(cams, images, strict=True):
             full = np.asarray(Image.fromarray((cam * 255).astype(np.uint8)).resize(image.size)) / 255.0

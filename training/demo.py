@@ -14,8 +14,13 @@ from tasks import TASKS
 
 def has_entry(task: str) -> bool:
     import bentoml
+    from bentoml.exceptions import NotFound
 
-    return any(m.info.metadata.get("files", {}).get("model.onnx") for m in bentoml.models.list(task))
+    try:
+        entries = bentoml.models.list(task)
+    except NotFound:
+        return False
+    return any(m.info.metadata.get("files", {}).get("model.onnx") for m in entries)
 
 
 def main(argv: list[str] | None = None) -> int:
