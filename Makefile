@@ -6,8 +6,9 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 TASK ?= malaria
 PYTEST_ARGS ?=
-# Debian packages the suite needs (installed when missing; needs root or sudo).
-DEBIAN_PACKAGES := curl
+# Debian packages the suite needs (installed when missing; needs root or sudo). OpenCV, which ultralytics
+# trains with, needs libGL and GLib.
+DEBIAN_PACKAGES := curl libgl1 libglib2.0-0
 
 export BENTOML_DO_NOT_TRACK := true
 export HF_HUB_OFFLINE := 1
@@ -21,7 +22,7 @@ setup: debian $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[serve,malaria,train,export,dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[serve,malaria,tumor,train,export,dev]'
 	@touch $(STAMP)
 
 debian:

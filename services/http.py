@@ -69,10 +69,11 @@ def decode_b64(value: object, where: str) -> bytes:
 
 
 async def parse_uploads(
-    request: Request, body: bytes, field: str, many: bool, max_files: int
+    request: Request, body: bytes, field: str, many: bool, max_files: int, raw_types: tuple[str, ...] = ("image/",)
 ) -> tuple[list[Upload], dict[str, object]]:
     """Files from a multipart form (field ``field``), a JSON body (base64 under ``field``) or, for single-file
-    routes, a raw ``image/*`` body. Returns the uploads and the other JSON / form fields."""
+    routes, a raw body whose content type starts with one of ``raw_types``. Returns the uploads and the other
+    JSON / form fields."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
         return await _parse_multipart(request, body, field, many, max_files)
@@ -91,9 +92,11 @@ async def parse_uploads(
                 raise InputError(f"{len(values)} images in one request; the limit is {max_files}", 413)
             return [Upload(decode_b64(v, f"{field}[{i}]")) for i, v in enumerate(values)], doc
         return [Upload(decode_b64(values, field))], doc
-    if ctype.startswith("image/") and not many:
+    if not many and ctype.startswith(raw_types):
         return [Upload(body)], {}
-    accepted = "multipart/form-data, application/json" + ("" if many else " or image/*")
+    accepted = "multipart/form-data, application/json" + (
+        "" if many else " or " + ", ".join(t + ("*" if t.endswith("/") else "") for t in raw_types)
+    )
     raise InputError(f"unsupported content type {ctype or '(none)'!r}: send {accepted}", 415)
 
 
@@ -136,3 +139,16 @@ def flag(value: object, name: str) -> bool:
     if isinstance(value, str) and value.lower() in ("0", "false", "no", "off", ""):
         return False
     raise InputError(f"{name} must be true or false", 400)
+
+
+def install_error_handlers(app) -> None:
+    """Answer FastAPI's own parameter validation failures in the suite's ``{"error": ...}`` shape (422)."""
+    from fastapi.exceptions import RequestValidationError
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_parameters(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ())[1:]) or "request"
+            parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        return JSONResponse({"error": "; ".join(parts)}, status_code=422)

@@ -21,7 +21,16 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from services.batching import AdaptiveBatcher
-from services.http import ERROR_RESPONSES, ErrorResponse, error_response, flag, parse_uploads, read_body
+from services.http import (
+    ERROR_RESPONSES,
+    ErrorResponse,
+    error_response,
+    flag,
+    install_error_handlers,
+    parse_uploads,
+    read_body,
+)
+from services.metrics import observer, rejected
 from tasks import get_task
 from tasks.images import ImageLimits, InputError, decode_image, encode_png, preprocess
 
@@ -107,6 +116,7 @@ def _single_body(many: bool) -> dict:
 
 
 app = FastAPI(title="malaria", description=TASK.description)
+install_error_handlers(app)
 
 
 @app.post(
@@ -133,23 +143,6 @@ async def classify_batch(
     request: Request, gradcam: bool = Query(False, description="add Grad-CAM heatmaps")
 ) -> Response | BaseModel:
     return await bentoml.get_current_service().handle(request, gradcam, many=True)
-
-
-BATCH_SIZE = bentoml.metrics.Histogram(
-    name="model_batch_size",
-    documentation="Images per model call (adaptive batching)",
-    labelnames=["task"],
-    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-)
-MODEL_SECONDS = bentoml.metrics.Histogram(
-    name="model_call_seconds",
-    documentation="Time of one model call",
-    labelnames=["task"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
-)
-REJECTED = bentoml.metrics.Counter(
-    name="rejected_requests", documentation="Requests refused with a 4xx", labelnames=["task", "status"]
-)
 
 
 @bentoml.service(
@@ -224,7 +217,7 @@ class Malaria:
                     name = f" ({upload.filename})" if upload.filename else ""
                     raise InputError(f"images[{i}]{name}: {e}", e.status) from None
         except InputError as e:
-            REJECTED.labels(task=TASK.name, status=str(e.status)).inc()
+            rejected(TASK.name, e.status)
             return error_response(e)
         if len(images) <= 8:
             x = preprocess(images, self.size, self.mean, self.std)
@@ -280,13 +273,8 @@ class Malaria:
 
 def make_batcher(backend: Callable[[np.ndarray], np.ndarray], args: ServiceArgs) -> AdaptiveBatcher:
     """The batcher for ``backend``; with ``batching=false`` every model call takes one image."""
-
-    def observe(n: int, seconds: float) -> None:
-        BATCH_SIZE.labels(task=TASK.name).observe(n)
-        MODEL_SECONDS.labels(task=TASK.name).observe(seconds)
-
     size = args.max_batch_size if args.batching else 1
-    return AdaptiveBatcher(backend, size, args.max_delay_ms if args.batching else 0.0, observe)
+    return AdaptiveBatcher(backend, size, args.max_delay_ms if args.batching else 0.0, observer(TASK.name))
 
 
 __all__ = ["ErrorResponse", "Malaria", "app"]

@@ -1,19 +1,21 @@
 """The contract every stage shares: one entry per task in ``TASKS``.
 
-Training, export and serving all look up the same :class:`~tasks.spec.ImageClassifierSpec` (or, for later
-tasks, their own spec type) here, so that a model sees in production exactly what it saw in training.
+Training, export and serving all look up the same spec (:class:`~tasks.spec.ImageClassifierSpec`,
+:class:`~tasks.spec.DetectorSpec`) here, so that a model sees in production exactly what it saw in training.
 Importing this package imports no deep-learning framework.
 """
 
 from __future__ import annotations
 
 from tasks.malaria import MALARIA
-from tasks.spec import ImageClassifierSpec
+from tasks.spec import DetectorSpec, ImageClassifierSpec
+from tasks.tumor import TUMOR
 
-TaskSpec = ImageClassifierSpec
+TaskSpec = ImageClassifierSpec | DetectorSpec
 
 TASKS: dict[str, TaskSpec] = {
     MALARIA.name: MALARIA,
+    TUMOR.name: TUMOR,
 }
 
 

@@ -49,3 +49,35 @@ class ImageClassifierSpec:
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """An object detection task served from an exported YOLO model (ultralytics at training time only).
+
+    ``synthetic`` names a generator ``f(n, seed) -> (images: list[HxW uint8], targets: list[list[(cls, x0, y0,
+    x1, y1)]], groups: list[str])``; ``groups`` (patient / volume ids) keep related images on one side of a split.
+    """
+
+    name: str
+    labels: tuple[str, ...]
+    description: str
+    synthetic: str
+    model_yaml: str = "yolo11n.yaml"
+    input_size: int = 256  # square letterbox side
+    conf: float = 0.25  # default confidence threshold
+    iou: float = 0.45  # default NMS IoU threshold
+    max_det: int = 100
+    # Export parity: every PyTorch box matched by an ONNX box of the same class with at least this IoU.
+    export_min_iou: float = 0.9
+    export_atol: float = 1e-3  # confidence difference
+    min_side: int = 32
+    train_defaults: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return "detection"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)

@@ -143,13 +143,21 @@ def test_gradcam_highlights_the_decisive_region():
 
 
 def test_every_task_declares_what_every_stage_needs():
-    """Completeness: each registered task has labels, a generator, a parity tolerance and a service."""
+    """Completeness: each registered task has labels, a generator in its kind's shape, a parity tolerance, an
+    exporter and a service."""
     import importlib.util
 
     from tasks.spec import resolve
 
     for name, spec in TASKS.items():
         assert spec.num_classes >= 2 and spec.export_atol > 0
-        images, labels = resolve(spec.synthetic)(4, seed=0)
-        assert len(images) == 4 and set(labels) <= set(range(spec.num_classes))
+        out = resolve(spec.synthetic)(4, seed=0)
+        if spec.kind == "detection":
+            images, targets, groups = out
+            assert len(images) == len(targets) == len(groups) == 4
+            assert all(0 <= t[0] < spec.num_classes for boxes in targets for t in boxes)
+            assert 0 < spec.export_min_iou <= 1
+        else:
+            images, labels = out
+            assert len(images) == 4 and set(labels) <= set(range(spec.num_classes))
         assert importlib.util.find_spec(f"services.{name}") is not None

@@ -51,25 +51,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     spec = get_task(task)
-    from training.classifier import train
-    from training.store import save_classifier
+    if spec.kind == "detection":
+        from training.detector import train
+        from training.store import save_detector as save
+    else:
+        from training.classifier import train
+        from training.store import save_classifier as save
 
     try:
         result = train(spec, cfg)
     except (FileNotFoundError, ValueError) as e:  # data that cannot be read: say what and where
         print(f"error: {e}", file=sys.stderr)
         return 2
-    tag = save_classifier(spec, result, cfg)
-    m = result.metrics
-    print(
-        json.dumps(
-            {
-                "tag": tag,
-                "test": {k: m[k] for k in ("n", "accuracy", "precision", "recall", "f1", "roc_auc")},
-            },
-            indent=2,
-        )
-    )
+    tag = save(spec, result, cfg)
+    keys = ("n", "accuracy", "precision", "recall", "f1", "roc_auc", "map50", "map50_95")
+    print(json.dumps({"tag": tag, "test": {k: result.metrics[k] for k in keys if k in result.metrics}}, indent=2))
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import platform
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -31,22 +32,51 @@ def git_commit() -> str:
         return "unknown"
 
 
+def provenance(spec, cfg, **versions: str) -> dict:
+    """What every entry records about how it was made."""
+    import torch
+
+    return {
+        "task": spec.name,
+        "kind": spec.kind,
+        "labels": list(spec.labels),
+        "config": dataclasses.asdict(cfg),
+        "git_commit": git_commit(),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"python": platform.python_version(), "torch": str(torch.__version__), **versions},
+    }
+
+
+def write_entry(spec, cfg, metadata: dict, files: dict[str, Path], data_kind: str) -> str:
+    """Create ``<name>:<version>`` with ``metadata``, copy ``files`` (entry name -> source path) in and record
+    their SHA-256. Returns the tag."""
+    import bentoml
+
+    labels = {"task": spec.name, "kind": spec.kind, "data": data_kind}
+    with bentoml.models.create(cfg.name or spec.name, labels=labels, metadata=clean(metadata)) as entry:
+        sums = {}
+        for name, src in files.items():
+            dst = Path(entry.path) / name
+            shutil.copyfile(src, dst)
+            sums[name] = sha256_file(dst)
+        entry.info.metadata["files"] = sums
+    return str(entry.tag)
+
+
 def save_classifier(spec, result, cfg) -> str:
     """Write a trained image classifier as a new store entry; returns its tag ``name:version``."""
-    import bentoml
+    import tempfile
+
     import torch
     import torchvision
 
     from tasks.classifier import checkpoint
 
     metadata = {
-        "task": spec.name,
-        "kind": spec.kind,
-        "labels": list(spec.labels),
+        **provenance(spec, cfg, torchvision=str(torchvision.__version__)),
         "input_size": result.input_size,
         "normalization": {"mean": list(spec.mean), "std": list(spec.std), "scale": "1/255"},
         "arch": {"backbone": spec.backbone, "num_classes": spec.num_classes},
-        "config": dataclasses.asdict(cfg),
         "metrics": {"test": result.metrics, "held_out": result.data.source},
         "training": {
             "best_epoch": result.fit.best_epoch,
@@ -59,17 +89,29 @@ def save_classifier(spec, result, cfg) -> str:
             "val_size": len(result.data.val.y),
         },
         "dataset": {"fingerprint": result.data.fingerprint, "source": result.data.source},
-        "git_commit": git_commit(),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "versions": {
-            "python": platform.python_version(),
-            "torch": str(torch.__version__),
-            "torchvision": str(torchvision.__version__),
-        },
     }
-    labels = {"task": spec.name, "kind": spec.kind, "data": "synthetic" if cfg.synthetic else "folder"}
-    with bentoml.models.create(cfg.name or spec.name, labels=labels, metadata=clean(metadata)) as entry:
-        path = Path(entry.path) / "model.pt"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.pt"
         torch.save(checkpoint(result.model, spec), path)
-        entry.info.metadata["files"] = {"model.pt": sha256_file(path)}
-    return str(entry.tag)
+        return write_entry(spec, cfg, metadata, {"model.pt": path}, "synthetic" if cfg.synthetic else "folder")
+
+
+def save_detector(spec, result, cfg) -> str:
+    """Write a trained YOLO detector (its ultralytics checkpoint as ``model.pt``) as a new store entry."""
+    import ultralytics
+
+    metadata = {
+        **provenance(spec, cfg, ultralytics=ultralytics.__version__),
+        "input_size": result.input_size,
+        "arch": {"model_yaml": spec.model_yaml, "num_classes": spec.num_classes},
+        "thresholds": {"conf": spec.conf, "iou": spec.iou, "max_det": spec.max_det},
+        "metrics": {"test": result.metrics, "held_out": result.data.source},
+        "training": {
+            "seconds": round(result.seconds, 1),
+            "epochs_run": result.epochs_run,
+            "split_sizes": result.data.sizes,
+        },
+        "dataset": {"fingerprint": result.data.fingerprint, "source": result.data.source},
+    }
+    kind = "synthetic" if cfg.synthetic else ("yolo" if result.data.source.startswith("yolo:") else "figshare")
+    return write_entry(spec, cfg, metadata, {"model.pt": result.weights}, kind)
