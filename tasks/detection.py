@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
 PAD_VALUE = 114  # ultralytics' letterbox grey
 
@@ -27,21 +26,33 @@ class Letterbox:
 
 def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
     """HxW or HxWx3 uint8 -> (size, size, 3) uint8, aspect kept, centred, padded with grey 114."""
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
     h, w = image.shape[:2]
     gain = min(size / h, size / w)
     new_w, new_h = round(w * gain), round(h * gain)
-    resized = (
-        image
-        if (new_w, new_h) == (w, h)
-        else np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BILINEAR))
-    )
+    resized = image if (new_w, new_h) == (w, h) else resize_linear(image, new_w, new_h)
     dw, dh = (size - new_w) / 2, (size - new_h) / 2
     top, left = round(dh - 0.1), round(dw - 0.1)
     out = np.full((size, size, 3), PAD_VALUE, np.uint8)
-    out[top : top + new_h, left : left + new_w] = resized
+    out[top : top + new_h, left : left + new_w] = resized if resized.ndim == 3 else resized[..., None]
     return out, Letterbox(gain, left, top, w, h)
+
+
+def resize_linear(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Bilinear resize with half-pixel centres and no antialiasing: OpenCV's INTER_LINEAR, which ultralytics
+    trains and predicts with (PIL's bilinear filter widens when shrinking and shifts boxes of weak models).
+    Separable: rows, then columns. HxW or HxWxC uint8."""
+    h, w = image.shape[:2]
+    ys = np.clip((np.arange(height) + 0.5) * (h / height) - 0.5, 0, h - 1)
+    xs = np.clip((np.arange(width) + 0.5) * (w / width) - 0.5, 0, w - 1)
+    y0, x0 = ys.astype(np.int64), xs.astype(np.int64)
+    y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
+    extra = (None,) * (image.ndim - 2)
+    wy = (ys - y0).astype(np.float32)[(slice(None), None, *extra)]
+    wx = (xs - x0).astype(np.float32)[(slice(None), *extra)]
+    img = image.astype(np.float32)
+    rows = img[y0] + (img[y1] - img[y0]) * wy
+    out = rows[:, x0] + (rows[:, x1] - rows[:, x0]) * wx
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 def to_input(images: list[np.ndarray]) -> np.ndarray:

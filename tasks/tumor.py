@@ -15,5 +15,5 @@ TUMOR = DetectorSpec(
     synthetic="training.datasets.mri:generate",
     model_yaml="yolo11n.yaml",
     input_size=256,
-    train_defaults={"synthetic": 900, "epochs": 40, "batch_size": 16, "lr": 0.002, "patience": 15},
+    train_defaults={"synthetic": 800, "epochs": 20, "batch_size": 16, "lr": 0.002, "patience": 10},
 )

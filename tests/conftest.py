@@ -35,24 +35,8 @@ def store(tmp_path_factory) -> dict[str, str]:
     """A private BentoML store holding a tiny malaria model with its ONNX export, built by the CLIs."""
     home = tmp_path_factory.mktemp("bentoml-home")
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
-    train = [
-        sys.executable,
-        "-m",
-        "training",
-        "malaria",
-        "--synthetic",
-        "64",
-        "--test-size",
-        "8",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "16",
-        "--input-size",
-        "64",
-        "--threads",
-        "2",
-    ]
+    args = "malaria --synthetic 64 --test-size 8 --epochs 1 --batch-size 16 --input-size 64 --threads 2"
+    train = [sys.executable, "-m", "training", *args.split()]
     subprocess.run(train, cwd=ROOT, env=env, check=True, capture_output=True)
     export = [sys.executable, "-m", "exporters", "malaria", "--format", "onnx", "-n", "8"]
     subprocess.run(export, cwd=ROOT, env=env, check=True, capture_output=True)
@@ -72,3 +56,31 @@ def server(store):
 def client(server):
     with httpx.Client(base_url=server[0], timeout=60) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def tumor_store(tmp_path_factory) -> dict[str, str]:
+    """A private store with a small YOLO tumour model (a few epochs on synthetic slices) and its ONNX export."""
+    home = tmp_path_factory.mktemp("bentoml-home-tumor")
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    # ~300 optimiser steps: enough for the model to find lesions, so its boxes can be compared.
+    args = "tumor --synthetic 300 --test-size 20 --epochs 8 --input-size 160 --batch-size 8 --patience 50"
+    train = [sys.executable, "-m", "training", *args.split()]  # ~300 steps: enough to find lesions
+    r = subprocess.run(train, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = subprocess.run(
+        [sys.executable, "-m", "exporters", "tumor", "--format", "onnx", "-n", "6"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    return env
+
+
+@pytest.fixture(scope="session")
+def tumor_server(tumor_store):
+    proc, url, log = start_server("tumor", {"max_body_mb": 8, "max_pixels": 1_000_000}, env=tumor_store)
+    yield url, log
+    stop_server(proc)
