@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
-    from benchmarks import image_classifier as bench
+    from benchmarks import detector, image_classifier
+    from benchmarks.harness import service_rows
     from benchmarks.report import write
     from tasks.store import get_entry
 
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             print("error: --device cuda, but torch sees no CUDA GPU on this host", file=sys.stderr)
             return 3
     spec = get_task(args.task)
+    bench = detector if spec.kind == "detection" else image_classifier
     try:
         entry = get_entry(args.tag or f"{args.task}:latest")
     except FileNotFoundError as e:
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     pngs = bench.sample_images(spec)
     rows = bench.floor_rows(spec, entry, pngs, args.device, args.seconds)
     model_arg = {} if args.tag is None else {"model_tag": args.tag}
-    rows += bench.service_rows(args.task, pngs, args.device, concurrencies, args.requests, model_arg)
+    rows += service_rows(args.task, bench.ROUTE, pngs, args.device, concurrencies, args.requests, model_arg)
     notes = [f"model {entry.tag}", *bench.summary(rows, concurrencies)]
     path = write(args.task, args.device, rows, args.out, notes)
     print("\n".join(notes))

@@ -7,35 +7,20 @@ with adaptive batching on and off, one server per setting, the same PNG cells as
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
-
 import numpy as np
 
-from benchmarks.load import multipart_request, run_load
+from benchmarks.harness import find, time_calls
 from benchmarks.report import row
-from benchmarks.server import start_server, stop_server
 from tasks.images import decode_image, encode_png, preprocess
 from tasks.spec import ImageClassifierSpec, resolve
+
+ROUTE = "classify"
 
 
 def sample_images(spec: ImageClassifierSpec, n: int = 32) -> list[bytes]:
     """Held-out generator output encoded as PNG, as a client would send it."""
     images, _ = resolve(spec.synthetic)(n, seed=987_654)
     return [encode_png(im) for im in images]
-
-
-def time_calls(step: Callable[[], object], seconds: float, min_iters: int = 10, warmup: int = 3) -> list[float]:
-    for _ in range(warmup):
-        step()
-    out: list[float] = []
-    deadline = time.perf_counter() + seconds
-    while len(out) < min_iters or time.perf_counter() < deadline:
-        start = time.perf_counter()
-        step()
-        out.append(time.perf_counter() - start)
-    return out
 
 
 def floor_rows(spec: ImageClassifierSpec, entry, pngs: list[bytes], device: str, seconds: float) -> list[dict]:
@@ -64,62 +49,6 @@ def floor_rows(spec: ImageClassifierSpec, entry, pngs: list[bytes], device: str,
                 rows.append(row("floor", name, batch, 1, lat, batch / float(np.mean(lat)), input=kind))
                 print(f"floor {name:22s} batch {batch:2d} {kind:6s} p50 {rows[-1]['p50_ms']:8.2f} ms")
     return rows
-
-
-def service_rows(
-    task: str,
-    pngs: list[bytes],
-    device: str,
-    concurrencies: list[int],
-    requests: int,
-    env: dict[str, str] | None = None,
-) -> list[dict]:
-    rows = []
-    for batching in (True, False):
-        proc, url, _ = start_server(task, {"batching": batching, "device": device}, env=env)
-        try:
-            host, port = "127.0.0.1", int(url.rsplit(":", 1)[1])
-            path = f"/v1/{task}/classify"
-            reqs = [multipart_request(host, port, path, "image", f"cell{i}.png", b) for i, b in enumerate(pngs)]
-            backend = served_backend(url + path, pngs[0])
-            for c in concurrencies:
-                asyncio.run(run_load(host, port, reqs, c, max(20, 2 * c)))  # warm-up, connections, batching
-                total = max(requests, 10 * c)
-                res = asyncio.run(run_load(host, port, reqs, c, total))
-                rows.append(
-                    row(
-                        "service",
-                        backend,
-                        1,
-                        c,
-                        res.latencies_s,
-                        total / res.wall_s,
-                        res.errors,
-                        input="bytes",
-                        batching=batching,
-                    )
-                )
-                print(
-                    f"service batching={batching!s:5s} c={c:2d} p50 {rows[-1]['p50_ms']:8.2f} ms "
-                    f"{rows[-1]['throughput_per_s']:8.1f} req/s errors {res.errors}"
-                )
-        finally:
-            stop_server(proc)
-    return rows
-
-
-def served_backend(url: str, png: bytes) -> str:
-    """The backend the service chose, as it reports it (``onnxruntime/cpu``, ``pytorch/cuda``, ...)."""
-    import json
-    import urllib.request
-
-    req = urllib.request.Request(url, data=png, headers={"Content-Type": "image/png"}, method="POST")
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.load(r)["backend"]
-
-
-def find(rows: list[dict], **match) -> dict:
-    return next(r for r in rows if all(r.get(k) == v for k, v in match.items()))
 
 
 def summary(rows: list[dict], concurrencies: list[int]) -> list[str]:

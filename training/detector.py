@@ -191,6 +191,35 @@ def evaluate(weights: Path, data: DetectionData, spec: DetectorSpec, size: int, 
     }
 
 
+def healthy_false_boxes(weights: Path, spec: DetectorSpec, size: int, device: str) -> dict:
+    """Boxes the model draws at its default threshold on real slices with nothing planted (nibabel's and
+    pydicom's brain images, every slice): each is a false positive."""
+    from ultralytics import YOLO
+
+    from tasks.medical import window_to_uint8
+    from training.datasets.mri import base_volumes
+
+    slices = [window_to_uint8(v[:, :, z]) for v in base_volumes().values() for z in range(v.shape[2])]
+    model = YOLO(str(weights))
+    boxes = sum(
+        len(r.boxes)
+        for r in model.predict(
+            [np.repeat(s[..., None], 3, 2) for s in slices],
+            imgsz=size,
+            conf=spec.conf,
+            iou=spec.iou,
+            device=device,
+            verbose=False,
+        )
+    )
+    return {
+        "slices": len(slices),
+        "false_boxes": int(boxes),
+        "per_10_slices": round(10 * boxes / len(slices), 3),
+        "conf": spec.conf,
+    }
+
+
 def train(spec: DetectorSpec, cfg: TrainConfig) -> DetectorResult:
     import time
 
@@ -238,4 +267,5 @@ def train(spec: DetectorSpec, cfg: TrainConfig) -> DetectorResult:
     weights = workdir / "runs" / "train" / "weights" / "best.pt"
     trainer = model.trainer
     metrics = evaluate(weights, data, spec, size, device)
+    metrics["healthy_real"] = healthy_false_boxes(weights, spec, size, device)
     return DetectorResult(weights, metrics, data, size, workdir, seconds, int(getattr(trainer, "epoch", 0)) + 1)

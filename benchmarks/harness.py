@@ -1,0 +1,80 @@
+"""What every task's benchmark shares: timing in process, and the service under load over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from benchmarks.load import multipart_request, run_load
+from benchmarks.report import row
+from benchmarks.server import start_server, stop_server
+
+
+def time_calls(step: Callable[[], object], seconds: float, min_iters: int = 10, warmup: int = 3) -> list[float]:
+    for _ in range(warmup):
+        step()
+    out: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while len(out) < min_iters or time.perf_counter() < deadline:
+        start = time.perf_counter()
+        step()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def service_rows(
+    task: str,
+    route: str,
+    pngs: list[bytes],
+    device: str,
+    concurrencies: list[int],
+    requests: int,
+    env: dict[str, str] | None = None,
+) -> list[dict]:
+    rows = []
+    for batching in (True, False):
+        proc, url, _ = start_server(task, {"batching": batching, "device": device}, env=env)
+        try:
+            host, port = "127.0.0.1", int(url.rsplit(":", 1)[1])
+            path = f"/v1/{task}/{route}"
+            reqs = [multipart_request(host, port, path, "image", f"cell{i}.png", b) for i, b in enumerate(pngs)]
+            backend = served_backend(url + path, pngs[0])
+            for c in concurrencies:
+                asyncio.run(run_load(host, port, reqs, c, max(20, 2 * c)))  # warm-up, connections, batching
+                total = max(requests, 10 * c)
+                res = asyncio.run(run_load(host, port, reqs, c, total))
+                rows.append(
+                    row(
+                        "service",
+                        backend,
+                        1,
+                        c,
+                        res.latencies_s,
+                        total / res.wall_s,
+                        res.errors,
+                        input="bytes",
+                        batching=batching,
+                    )
+                )
+                print(
+                    f"service batching={batching!s:5s} c={c:2d} p50 {rows[-1]['p50_ms']:8.2f} ms "
+                    f"{rows[-1]['throughput_per_s']:8.1f} req/s errors {res.errors}"
+                )
+        finally:
+            stop_server(proc)
+    return rows
+
+
+def served_backend(url: str, png: bytes) -> str:
+    """The backend the service chose, as it reports it (``onnxruntime/cpu``, ``pytorch/cuda``, ...)."""
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(url, data=png, headers={"Content-Type": "image/png"}, method="POST")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.load(r)["backend"]
+
+
+def find(rows: list[dict], **match) -> dict:
+    return next(r for r in rows if all(r.get(k) == v for k, v in match.items()))
