@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 3000
-TASK ?= malaria
+TASKS ?=
 PYTEST_ARGS ?=
 # Debian packages the suite needs (installed when missing; needs root or sudo). OpenCV, which ultralytics
 # trains with, needs libGL and GLib.
@@ -37,9 +37,9 @@ debian:
 models: setup
 	$(BIN)/python -m training.demo $(if $(FORCE),--force,)
 
+# Every task on its own port from PORT on (malaria PORT, tumor PORT+1); TASKS="tumor" serves a subset.
 serve: models
-	$(BIN)/bentoml serve services.$(TASK):$(shell $(BIN)/python -c "print('$(TASK)'.capitalize())") \
-		--host $(HOST) --port $(PORT)
+	$(BIN)/python -m services --host $(HOST) --port $(PORT) $(TASKS)
 
 lint: setup
 	$(BIN)/ruff check .
@@ -55,8 +55,9 @@ test-slow: setup
 test-gpu: setup
 	$(BIN)/python -m pytest -m gpu $(PYTEST_ARGS)
 
+# Benchmarks of every task (TASKS="tumor" for a subset); results in benchmarks/results/.
 bench: models
-	$(BIN)/python -m benchmarks $(TASK)
+	@for t in $(or $(TASKS),malaria tumor); do $(BIN)/python -m benchmarks $$t || exit 1; done
 
 format: setup
 	$(BIN)/ruff format .

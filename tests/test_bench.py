@@ -44,3 +44,28 @@ def test_benchmark_writes_the_shared_schema(store, tmp_path):
     assert all(r["errors"] == 0 and r["n"] >= 12 and 0 < r["p50_ms"] <= r["p99_ms"] for r in services)
     assert all(r["backend"] == "onnxruntime/cpu" for r in services)
     assert "| service |" in (tmp_path / "malaria-cpu.md").read_text()
+
+
+def test_tumor_benchmark_compares_onnx_pytorch_and_ultralytics(tumor_store, tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks",
+        "tumor",
+        "--requests",
+        "8",
+        "--concurrency",
+        "1,2",
+        "--seconds",
+        "0.2",
+        "--out",
+        str(tmp_path),
+    ]
+    r = subprocess.run(cmd, cwd=ROOT, env=tumor_store, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads((tmp_path / "tumor-cpu.json").read_text())
+    backends = {row["backend"] for row in doc["rows"] if row["path"] == "floor"}
+    assert backends == {"onnxruntime/cpu", "pytorch/cpu", "ultralytics/cpu"}
+    services = [row for row in doc["rows"] if row["path"] == "service"]
+    assert len(services) == 4 and all(row["errors"] == 0 for row in services)
+    assert any("ultralytics predict" in note for note in doc["notes"])

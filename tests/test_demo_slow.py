@@ -34,3 +34,26 @@ def test_demo_model_reaches_097_on_held_out_synthetic_cells(tmp_path):
     assert test["accuracy"] >= 0.97, test
     assert meta["config"]["test_seed"] != meta["config"]["seed"]
     assert meta["export_onnx"]["max_abs_diff"] <= 1e-4
+
+
+def test_demo_tumor_model_meets_its_targets(tmp_path):
+    """mAP50 >= 0.85 on held-out synthetic patients; at most 1 false box per 10 real healthy slices."""
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "home"), "BENTOML_DO_NOT_TRACK": "true"}
+    r = subprocess.run(
+        [sys.executable, "-m", "training.demo", "tumor"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    bentoml_cli = os.path.join(os.path.dirname(sys.executable), "bentoml")
+    meta = json.loads(
+        subprocess.run(
+            [bentoml_cli, "models", "get", "tumor:latest", "-o", "json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )["metadata"]
+    test = meta["metrics"]["test"]
+    assert test["map50"] >= 0.85, test
+    assert test["healthy_real"]["per_10_slices"] <= 1.0, test["healthy_real"]
+    assert meta["export_onnx"]["min_iou"] >= 0.9

@@ -36,7 +36,7 @@ def offline_ultralytics(workdir: Path) -> None:
     for name in ("Arial.ttf", "Arial.Unicode.ttf"):
         if not (fonts / name).exists():
             shutil.copy(font, fonts / name)
-    os.environ.update(YOLO_OFFLINE="1", YOLO_AUTOINSTALL="false", YOLO_CONFIG_DIR=str(cfg), YOLO_VERBOSE="false")
+    os.environ.update(YOLO_OFFLINE="1", YOLO_AUTOINSTALL="false", YOLO_CONFIG_DIR=str(cfg))
 
 
 def split_groups(groups: list[str], fractions: dict[str, float], seed: int) -> dict[str, str]:
@@ -123,6 +123,7 @@ def prepare_data(spec: DetectorSpec, cfg: TrainConfig, workdir: Path) -> Detecti
     for split in sorted(set(assign.values())):
         idx = [i for i, g in enumerate(groups) if assign[g] == split]
         write_yolo(root, split, [images[i] for i in idx], [targets[i] for i in idx])
+        print(f"wrote {len(idx)} {split} images to {root / 'images' / split}")
         sizes[split] = len(idx)
     if cfg.synthetic > 0:
         sizes["test"] = len(test_images)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+from tqdm.auto import tqdm
 
 from tasks.medical import window_to_uint8
 
@@ -161,6 +162,7 @@ def generate(
     names = sorted(bases)
     images, targets, groups = [], [], []
     patient_no = 0
+    bar = tqdm(total=n, desc=f"synthetic MRI (seed {seed})", unit="slice", leave=False)
     while len(images) < n:
         name = names[patient_no % len(names)]
         volume = bases[name]
@@ -183,4 +185,6 @@ def generate(
             images.append(window_to_uint8(img))
             targets.append(boxes)
             groups.append(pid)
+            bar.update()
+    bar.close()
     return images, targets, groups
