@@ -160,17 +160,15 @@ class Malaria:
     def __init__(self) -> None:
         from starlette.formparsers import MultiPartParser
 
-        from tasks.store import get_entry
+        from tasks.store import entry_for_task
 
         self.ready = False
         self.args = ARGS
         self.body_limit = int(ARGS.max_body_mb * 1024 * 1024)
         # Uploads stay in memory up to the body limit: nothing a client sends is written to disk.
         MultiPartParser.spool_max_size = self.body_limit
-        entry = get_entry(ARGS.model_tag)
+        entry = entry_for_task(TASK.name, ARGS.model_tag)
         meta = entry.info.metadata
-        if meta.get("task") != TASK.name:
-            raise ValueError(f"{entry.tag} is a {meta.get('task')!r} model, not {TASK.name!r}")
         self.tag = str(entry.tag)
         self.labels: list[str] = list(meta["labels"])
         self.size = int(meta["input_size"])

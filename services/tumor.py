@@ -120,15 +120,13 @@ class Tumor:
         from starlette.formparsers import MultiPartParser
 
         from services.backends import OnnxBackend
-        from tasks.store import get_entry, verified_file
+        from tasks.store import entry_for_task, verified_file
 
         self.ready = False
         self.body_limit = int(ARGS.max_body_mb * 1024 * 1024)
         MultiPartParser.spool_max_size = self.body_limit  # uploads stay in memory, never on disk
-        entry = get_entry(ARGS.model_tag)
+        entry = entry_for_task(TASK.name, ARGS.model_tag)
         meta = entry.info.metadata
-        if meta.get("task") != TASK.name:
-            raise ValueError(f"{entry.tag} is a {meta.get('task')!r} model, not {TASK.name!r}")
         if "model.onnx" not in meta.get("files", {}):
             raise FileNotFoundError(f"{entry.tag} has no ONNX export: run `python -m exporters tumor --format onnx`")
         self.tag = str(entry.tag)

@@ -64,3 +64,12 @@ def record(entry, key: str, value: Any, files: dict[str, str] | None = None) -> 
     if files:
         entry.info.metadata.setdefault("files", {}).update(files)
     entry.flush()
+
+
+def entry_for_task(task: str, tag: str):
+    """``get_entry(tag)``, refusing an entry that was trained for another task."""
+    entry = get_entry(tag)
+    found = entry.info.metadata.get("task")
+    if found != task:
+        raise ValueError(f"{entry.tag} is a {found!r} model, not {task!r}")
+    return entry

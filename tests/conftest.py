@@ -6,6 +6,7 @@ import io
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -84,3 +85,12 @@ def tumor_server(tumor_store):
     proc, url, log = start_server("tumor", {"max_body_mb": 8, "max_pixels": 1_000_000}, env=tumor_store)
     yield url, log
     stop_server(proc)
+
+
+def entry_metadata(env: dict[str, str], tag: str) -> dict:
+    """A store entry's metadata as `bentoml models get TAG -o json` shows it."""
+    import json
+
+    cli = str(Path(sys.executable).parent / "bentoml")
+    out = subprocess.run([cli, "models", "get", tag, "-o", "json"], env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)["metadata"]

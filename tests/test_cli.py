@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from benchmarks.server import ROOT
+from tests.conftest import entry_metadata
 
 
 def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -45,12 +46,7 @@ def test_train_from_folder_tree_writes_a_store_entry(tmp_path, env):
     )
     assert r.returncode == 0, r.stderr[-2000:]
     tag = json.loads(r.stdout[r.stdout.index("{") :])["tag"]
-    bentoml_cli = os.path.join(os.path.dirname(sys.executable), "bentoml")
-    meta = json.loads(
-        subprocess.run(
-            [bentoml_cli, "models", "get", tag, "-o", "json"], env=env, capture_output=True, text=True, check=True
-        ).stdout
-    )["metadata"]
+    meta = entry_metadata(env, tag)
     assert meta["dataset"]["source"].startswith("folder:") and meta["config"]["freeze"] == "half"
     assert meta["training"]["frozen_feature_blocks"] == 4 and meta["metrics"]["test"]["n"] == 6
 

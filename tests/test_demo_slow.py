@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import sys
 import pytest
 
 from benchmarks.server import ROOT
+from tests.conftest import entry_metadata
 
 pytestmark = pytest.mark.slow
 
@@ -20,16 +20,7 @@ def test_demo_model_reaches_097_on_held_out_synthetic_cells(tmp_path):
         [sys.executable, "-m", "training.demo", "malaria"], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    bentoml_cli = os.path.join(os.path.dirname(sys.executable), "bentoml")
-    meta = json.loads(
-        subprocess.run(
-            [bentoml_cli, "models", "get", "malaria:latest", "-o", "json"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )["metadata"]
+    meta = entry_metadata(env, "malaria:latest")
     test = meta["metrics"]["test"]
     assert test["accuracy"] >= 0.97, test
     assert meta["config"]["test_seed"] != meta["config"]["seed"]
@@ -43,16 +34,7 @@ def test_demo_tumor_model_meets_its_targets(tmp_path):
         [sys.executable, "-m", "training.demo", "tumor"], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    bentoml_cli = os.path.join(os.path.dirname(sys.executable), "bentoml")
-    meta = json.loads(
-        subprocess.run(
-            [bentoml_cli, "models", "get", "tumor:latest", "-o", "json"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )["metadata"]
+    meta = entry_metadata(env, "tumor:latest")
     test = meta["metrics"]["test"]
     assert test["map50"] >= 0.85, test
     assert test["healthy_real"]["per_10_slices"] <= 1.0, test["healthy_real"]

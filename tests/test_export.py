@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -16,7 +15,7 @@ from exporters.onnx import export_onnx, validate_onnx
 from exporters.validate import ParityError, check_parity, model_inputs, validation_images
 from tasks import get_task
 from tasks.classifier import build_model
-from tests.conftest import ROOT
+from tests.conftest import ROOT, entry_metadata
 
 SPEC = get_task("malaria")
 META = {"input_size": 64, "normalization": {"mean": list(SPEC.mean), "std": list(SPEC.std)}}
@@ -90,15 +89,7 @@ def test_tensorrt_export_explains_what_is_missing(store):
 
 def test_store_entry_describes_itself(store):
     """The CLI-built entry records how it was made, how good it is, and checksums of its files."""
-    bentoml_cli = str(Path(sys.executable).parent / "bentoml")
-    out = subprocess.run(
-        [bentoml_cli, "models", "get", "malaria:latest", "-o", "json"],
-        env=store,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    meta = json.loads(out)["metadata"]
+    meta = entry_metadata(store, "malaria:latest")
     for key in ("config", "metrics", "dataset", "labels", "input_size", "normalization", "git_commit", "created"):
         assert key in meta, key
     assert meta["labels"] == list(SPEC.labels) and meta["input_size"] == 64

@@ -7,7 +7,6 @@ import base64
 import gzip
 import io
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 from PIL import Image
 
 from tasks.detection import iou
-from tests.conftest import png_bytes
+from tests.conftest import entry_metadata, png_bytes
 
 pytestmark = pytest.mark.http
 DETECT = "/v1/tumor/detect"
@@ -76,16 +75,9 @@ print(json.dumps(out))
 def test_boxes_match_ultralytics_predictions(client, tumor_store, slices, tmp_path):
     """Same model, same images: every ultralytics box above a margin has a service box of the same class with
     IoU >= 0.9, and vice versa. Slices already at the model's input size go through both pipelines unresized
-    (tight margin); slices at their own size are resized by each side its own way (cv2 vs PIL, wider margin)."""
-    size = json.loads(
-        subprocess.run(
-            [os.path.join(os.path.dirname(sys.executable), "bentoml"), "models", "get", "tumor:latest", "-o", "json"],
-            env=tumor_store,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )["metadata"]["input_size"]
+    (tight margin); slices at their own size are letterboxed by each side its own way (square vs minimal
+    padding), so a wider margin."""
+    size = entry_metadata(tumor_store, "tumor:latest")["input_size"]
     from tasks.detection import letterbox
 
     cases = [(letterbox(img, size)[0][..., 0], 0.1) for img in slices[0]] + [(img, 0.3) for img in slices[0]]
@@ -250,16 +242,7 @@ def test_readiness_metrics_and_docs(client):
 
 
 def test_store_entry_reports_detection_metrics(tumor_store):
-    cli = os.path.join(os.path.dirname(sys.executable), "bentoml")
-    meta = json.loads(
-        subprocess.run(
-            [cli, "models", "get", "tumor:latest", "-o", "json"],
-            env=tumor_store,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )["metadata"]
+    meta = entry_metadata(tumor_store, "tumor:latest")
     test = meta["metrics"]["test"]
     assert {"map50", "map50_95", "precision", "recall", "per_class"} <= set(test)
     assert "split by patient" in meta["dataset"]["source"]
