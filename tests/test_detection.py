@@ -112,27 +112,74 @@ def test_nifti_gzip_bomb_is_refused():
     assert e.value.status == 413
 
 
-def test_figshare_mat_reader(tmp_path):
-    """A fixture written as MATLAB v7.3 writes it: HDF5, struct cjdata, column-major arrays, PID as chars."""
+def write_mat(path: Path, image: np.ndarray, label: int, pid: str) -> None:
+    """A figshare file as MATLAB v7.3 writes it: HDF5, struct cjdata, column-major arrays, PID as chars."""
     import h5py
 
+    with h5py.File(path, "w") as f:
+        cj = f.create_group("cjdata")
+        cj["image"] = image.T
+        cj["label"] = np.array([[float(label)]])
+        cj["PID"] = np.array([[ord(c)] for c in pid], np.uint16)
+        cj["tumorMask"] = (image > 500).astype(np.uint8).T
+        cj["tumorBorder"] = np.array([[0.0, 0.0, 1.0, 1.0]])
+
+
+def test_figshare_mat_reader(tmp_path):
     from training.datasets.figshare import list_mat_files, read_mat
 
     image = np.zeros((256, 256), np.int16)
     image[50:90, 100:160] = 900
-    mask = (image > 0).astype(np.uint8)
     path = tmp_path / "7.mat"
-    with h5py.File(path, "w") as f:
-        cj = f.create_group("cjdata")
-        cj["image"] = image.T
-        cj["label"] = np.array([[2.0]])
-        cj["PID"] = np.array([[ord(c)] for c in "MR040"], np.uint16)
-        cj["tumorMask"] = mask.T
-        cj["tumorBorder"] = np.array([[50.0, 100.0, 90.0, 160.0]])
+    write_mat(path, image, 2, "MR040")
     img, cls, pid, box = read_mat(path)
     assert img.shape == (256, 256) and cls == 1 and pid == "MR040"
     assert box == (100.0, 50.0, 160.0, 90.0)
     assert list_mat_files(tmp_path) == [path]
+
+
+@pytest.mark.parametrize("layout", ["figshare", "yolo"])
+def test_training_cli_reads_real_formats_and_splits_by_patient(tmp_path, layout):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from benchmarks.server import ROOT
+    from tests.conftest import entry_metadata
+    from training.datasets.mri import generate
+    from training.detector import write_data_yaml, write_yolo
+
+    images, targets, groups = generate(30, seed=3)
+    data = tmp_path / "data"
+    if layout == "figshare":
+        data.mkdir()
+        for i, (img, boxes, group) in enumerate(zip(images, targets, groups, strict=True)):
+            if boxes:
+                raw = img.astype(np.int16) * 2
+                cls, x0, y0, x1, y1 = boxes[0]
+                mask = np.zeros(img.shape, bool)
+                mask[int(y0) : int(y1), int(x0) : int(x1)] = True
+                write_mat(
+                    data / f"{i + 1}.mat", np.where(mask, 1000, np.minimum(raw, 400)).astype(np.int16), cls + 1, group
+                )
+    else:
+        write_yolo(data, "train", images[:20], targets[:20])
+        write_yolo(data, "val", images[20:], targets[20:])
+        write_data_yaml(data, ("meningioma", "glioma", "pituitary"), ["train", "val"])
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "home"), "BENTOML_DO_NOT_TRACK": "true"}
+    args = f"tumor --data {data} --epochs 1 --input-size 64 --batch-size 8 --val-fraction 0.25 --test-fraction 0.25"
+    r = subprocess.run(
+        [sys.executable, "-m", "training", *args.split()], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    tag = json.loads(r.stdout[r.stdout.index("{") :])["tag"]
+    meta = entry_metadata(env, tag)
+    assert meta["dataset"]["source"].startswith(f"{layout}:")
+    if layout == "figshare":
+        assert "split by patient" in meta["dataset"]["source"]
+        assert set(meta["training"]["split_sizes"]) == {"train", "val", "test"}
+    assert "map50" in meta["metrics"]["test"]
 
 
 def test_synthetic_mri_plants_lesions_with_boxes_and_groups():

@@ -63,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:  # data that cannot be read: say what and where
         print(f"error: {e}", file=sys.stderr)
         return 2
-    tag = save(spec, result, cfg)
+    try:
+        tag = save(spec, result, cfg)
+    finally:
+        result.cleanup()
     keys = ("n", "accuracy", "precision", "recall", "f1", "roc_auc", "map50", "map50_95")
     print(json.dumps({"tag": tag, "test": {k: result.metrics[k] for k in keys if k in result.metrics}}, indent=2))
     return 0

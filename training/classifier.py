@@ -143,6 +143,9 @@ class TrainResult:
     input_size: int
     frozen_blocks: int
 
+    def cleanup(self) -> None:
+        """Nothing on disk to remove: classifier data stays in memory."""
+
 
 def train(spec: ImageClassifierSpec, cfg: TrainConfig) -> TrainResult:
     """Fit ``spec``'s backbone on the configured data and measure it on the held-out test split."""

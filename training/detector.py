@@ -161,6 +161,10 @@ class DetectorResult:
     seconds: float
     epochs_run: int
 
+    def cleanup(self) -> None:
+        """Remove the working copy of the dataset and the ultralytics run (the store entry keeps the model)."""
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
 
 def evaluate(weights: Path, data: DetectionData, spec: DetectorSpec, size: int, device: str) -> dict:
     """mAP50, mAP50-95 and per-class precision / recall / AP50 on the test split."""
