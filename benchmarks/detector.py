@@ -46,11 +46,11 @@ def floor_rows(spec: DetectorSpec, entry, pngs: list[bytes], device: str, second
     for name, run in ((f"onnxruntime/{onnx.device}", onnx), (f"pytorch/{torch_device}", module)):
         for batch in (1, 16):
             chunk = [pngs[i % len(pngs)] for i in range(batch)]
-            fitted = [letterbox(np.asarray(decode_image(b).convert("L")), size) for b in chunk]
+            fitted = [letterbox(np.asarray(decode_image(b, gray=True)), size) for b in chunk]
             x = to_input([f for f, _ in fitted])
 
             def from_bytes(chunk=chunk, run=run):
-                pairs = [letterbox(np.asarray(decode_image(b).convert("L")), size) for b in chunk]
+                pairs = [letterbox(np.asarray(decode_image(b, gray=True)), size) for b in chunk]
                 out = run(to_input([f for f, _ in pairs]))
                 postprocess(out, [i for _, i in pairs], spec.conf, spec.iou, spec.max_det)
 
@@ -59,7 +59,7 @@ def floor_rows(spec: DetectorSpec, entry, pngs: list[bytes], device: str, second
                 rows.append(row("floor", name, batch, 1, lat, batch / float(np.mean(lat)), input=kind))
                 print(f"floor {name:22s} batch {batch:2d} {kind:6s} p50 {rows[-1]['p50_ms']:8.2f} ms")
     # ultralytics' own pipeline: decode, letterbox, model, NMS, results objects.
-    gray = [np.asarray(decode_image(b).convert("L")) for b in pngs]
+    gray = [np.asarray(decode_image(b, gray=True)) for b in pngs]
     arrays = [np.repeat(g[..., None], 3, axis=2) for g in gray]
 
     def predict(i=[0]):  # noqa: B006 - a counter across calls

@@ -198,8 +198,8 @@ class Tumor:
             return decode_dicom(data, slice_index, self.limits), "dicom"
         if data and is_nifti(data):
             return decode_nifti(data, slice_index, self.limits, max_bytes=4 * self.body_limit), "nifti"
-        img = decode_image(data, self.limits)  # PNG, JPEG, TIFF, BMP; 4xx otherwise
-        return np.asarray(img.convert("L")), (Image.open(io.BytesIO(data)).format or "image").lower()
+        img = decode_image(data, self.limits, gray=True)  # PNG, JPEG, TIFF, BMP; 4xx otherwise
+        return np.asarray(img), img.info["format"].lower()
 
 
 def _int_option(value: object, name: str) -> int | None:

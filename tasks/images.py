@@ -35,11 +35,12 @@ class ImageLimits:
     max_pixels: int = 25_000_000
 
 
-def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
-    """Decode untrusted bytes into an 8-bit RGB image, or raise :class:`InputError`.
+def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), gray: bool = False) -> Image.Image:
+    """Decode untrusted bytes into an 8-bit RGB (or, with ``gray``, L) image, or raise :class:`InputError`.
 
     The size is checked from the header before any pixel is decoded, so a small file that claims a huge canvas
-    costs nothing. 16-bit / 32-bit grey, palette, CMYK, bilevel and alpha images are converted to RGB.
+    costs nothing. 16-bit / 32-bit grey, palette, CMYK, bilevel and alpha images are converted. The file format
+    is kept in ``image.info["format"]``.
     """
     if not data:
         raise InputError("empty file: the request carried no image bytes", 400)
@@ -69,7 +70,16 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
         raise InputError(f"corrupt or truncated image: {e}", 400) from e
     except Exception as e:
         raise InputError(f"could not decode the image: {e}", 400) from e
-    return to_rgb(img)
+    out = to_gray(img) if gray else to_rgb(img)
+    out.info["format"] = img.format
+    return out
+
+
+def to_gray(img: Image.Image) -> Image.Image:
+    """Any supported mode to 8-bit greyscale (high bit depths stretched, as in :func:`to_rgb`)."""
+    if img.mode == "L":
+        return img
+    return to_rgb(img).convert("L")
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

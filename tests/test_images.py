@@ -87,3 +87,9 @@ def test_normalize_matches_the_textbook_formula():
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     expected = ((batch / 255.0 - np.array(mean)) / np.array(std)).transpose(0, 3, 1, 2)
     assert np.abs(normalize(batch, mean, std) - expected).max() < 1e-5
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "I;16", "P"])
+def test_gray_decoding_keeps_the_format_name(mode):
+    img = decode_image(png_bytes(RGB, mode=mode), gray=True)
+    assert img.mode == "L" and img.size == (50, 40) and img.info["format"] == "PNG"
