@@ -71,7 +71,34 @@ def floor_rows(spec: DetectorSpec, entry, pngs: list[bytes], device: str, second
     lat = time_calls(predict, seconds)
     rows.append(row("floor", f"ultralytics/{torch_device}", 1, 1, lat, 1 / float(np.mean(lat)), input="array"))
     print(f"floor ultralytics predict batch  1 p50 {rows[-1]['p50_ms']:8.2f} ms")
+    AGREEMENT.append(agreement(spec, size, onnx, yolo, gray, arrays, torch_device))
     return rows
+
+
+AGREEMENT: list[str] = []
+
+
+def agreement(
+    spec: DetectorSpec, size: int, onnx, yolo, gray: list[np.ndarray], arrays: list[np.ndarray], device: str
+) -> str:
+    """How many of ultralytics' boxes the ONNX path reproduces (same class, IoU >= 0.9) on the sample slices."""
+    from tasks.detection import iou
+
+    matched = total = extra = 0
+    for g, a in zip(gray, arrays, strict=True):
+        ref = yolo.predict(a, imgsz=size, conf=spec.conf, iou=spec.iou, device=device, verbose=False)[0].boxes
+        fitted, info = letterbox(g, size)
+        ours = postprocess(onnx(to_input([fitted])), [info], spec.conf, spec.iou, spec.max_det)[0]
+        ref_xyxy, ref_cls = ref.xyxy.cpu().numpy(), ref.cls.cpu().numpy().astype(int)
+        for box, cls in zip(ref_xyxy, ref_cls, strict=True):
+            same = ours.classes == cls
+            total += 1
+            matched += bool(same.any() and iou(box[None], ours.boxes[same]).max() >= 0.9)
+        extra += max(0, len(ours.boxes) - len(ref_xyxy))
+    return (
+        f"agreement with ultralytics predict on {len(gray)} held-out slices: {matched}/{total} of its boxes "
+        f"reproduced (same class, IoU >= 0.9), {extra} extra boxes"
+    )
 
 
 def summary(rows: list[dict], concurrencies: list[int]) -> list[str]:
@@ -94,6 +121,7 @@ def summary(rows: list[dict], concurrencies: list[int]) -> list[str]:
         f"throughput at concurrency {cmax}, adaptive batching on / off: "
         f"{on['throughput_per_s'] / off['throughput_per_s']:.2f}x "
         f"({on['throughput_per_s']:.0f} / {off['throughput_per_s']:.0f} req/s)",
+        *AGREEMENT,
         "ultralytics predict is given a decoded array (it skips PNG decoding); the ONNX row starts from PNG bytes",
         "the load generator runs on the same machine as the server and takes part of its CPU",
     ]
