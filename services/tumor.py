@@ -117,6 +117,8 @@ class Tumor:
     model_ref = bentoml.models.BentoModel(ARGS.model_tag)
 
     def __init__(self) -> None:
+        import nibabel  # noqa: F401 - imported now so that the first DICOM / NIfTI request does not pay for it
+        import pydicom  # noqa: F401
         from starlette.formparsers import MultiPartParser
 
         from services.backends import OnnxBackend
