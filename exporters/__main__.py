@@ -64,28 +64,38 @@ def export(task: str, fmt: str, tag: str | None = None, images: str | None = Non
 
 
 def export_detector(spec, entry, fmt: str, n: int) -> dict:
-    """YOLO detectors: ONNX through ultralytics, validated with our own letterbox and NMS."""
+    """YOLO detectors: ONNX through ultralytics; TensorRT from that ONNX. Both validated against PyTorch with
+    our own letterbox and NMS on held-out synthetic and real healthy slices."""
     from exporters import yolo
     from tasks.store import record, sha256_file, verified_file
     from training.detector import offline_ultralytics
 
-    if fmt != "onnx":
-        raise ValueError(f"{spec.name}: only --format onnx is implemented for detectors")
+    if fmt == "tensorrt":
+        from exporters import tensorrt
+
+        tensorrt.require_tensorrt()  # fail before any work when TensorRT or the GPU is missing
     meta = entry.info.metadata
-    out = Path(entry.path) / "model.onnx"
     weights = verified_file(entry, "model.pt")
     with tempfile.TemporaryDirectory() as tmp:
         offline_ultralytics(Path(tmp))
-        yolo.export_onnx(weights, spec, meta, str(entry.tag), out)
+        slices = yolo.validation_slices(spec, n, meta["config"]["test_seed"] + 1)
+        if fmt == "onnx":
+            out = Path(entry.path) / "model.onnx"
+            yolo.export_onnx(weights, spec, meta, str(entry.tag), out)
+            run, atol, extra = yolo.onnx_runner(out), spec.export_atol, {"opset": yolo.OPSET}
+        else:
+            if "model.onnx" not in meta.get("files", {}):
+                export_detector(spec, entry, "onnx", n)
+            out = Path(entry.path) / "model.plan"
+            tensorrt.build_engine(verified_file(entry, "model.onnx"), out, meta["input_size"])
+            run, atol, extra = tensorrt.TensorRTRunner(out), spec.export_atol_fp16, {"precision": "fp16"}
         try:
-            report = yolo.validate(
-                weights, out, spec, meta, yolo.validation_slices(spec, n, meta["config"]["test_seed"] + 1)
-            )
+            report = yolo.validate(weights, run, spec, meta, slices, atol)
         except Exception:
             out.unlink(missing_ok=True)
             raise
-    report.update(file="model.onnx", opset=yolo.OPSET)
-    record(entry, "export_onnx", report, files={"model.onnx": sha256_file(out)})
+    report.update(file=out.name, **extra)
+    record(entry, f"export_{fmt}", report, files={out.name: sha256_file(out)})
     return report
 
 

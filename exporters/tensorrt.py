@@ -1,4 +1,5 @@
-"""TensorRT FP16 engine from the entry's ONNX file (needs TensorRT and an NVIDIA GPU).
+"""TensorRT FP16 engine from an entry's ONNX file (needs TensorRT and an NVIDIA GPU), for any task whose ONNX
+model has one image input (N, 3, S, S) and one output.
 
 The engine has an optimisation profile for batch 1..``max_batch`` and is validated against PyTorch on the GPU.
 """
@@ -9,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.onnx import INPUT, OUTPUT
 from exporters.validate import check_parity
 
 
@@ -44,7 +44,8 @@ def build_engine(onnx_path: Path, engine_path: Path, size: int, max_batch: int =
     config = builder.create_builder_config()
     config.set_flag(trt.BuilderFlag.FP16)
     profile = builder.create_optimization_profile()
-    profile.set_shape(INPUT, (1, 3, size, size), (max(1, max_batch // 2), 3, size, size), (max_batch, 3, size, size))
+    name = network.get_input(0).name
+    profile.set_shape(name, (1, 3, size, size), (max(1, max_batch // 2), 3, size, size), (max_batch, 3, size, size))
     config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -64,14 +65,18 @@ class TensorRTRunner:
         self.engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
         self.context = self.engine.create_execution_context()
         self.stream = torch.cuda.Stream()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        is_input = [self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names]
+        self.input = next(n for n, i in zip(names, is_input, strict=True) if i)
+        self.output = next(n for n, i in zip(names, is_input, strict=True) if not i)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         torch = self.torch
         inp = torch.from_numpy(np.ascontiguousarray(x, np.float32)).cuda()
-        self.context.set_input_shape(INPUT, tuple(inp.shape))
-        out = torch.empty(tuple(self.context.get_tensor_shape(OUTPUT)), dtype=torch.float32, device="cuda")
-        self.context.set_tensor_address(INPUT, inp.data_ptr())
-        self.context.set_tensor_address(OUTPUT, out.data_ptr())
+        self.context.set_input_shape(self.input, tuple(inp.shape))
+        out = torch.empty(tuple(self.context.get_tensor_shape(self.output)), dtype=torch.float32, device="cuda")
+        self.context.set_tensor_address(self.input, inp.data_ptr())
+        self.context.set_tensor_address(self.output, out.data_ptr())
         with torch.cuda.stream(self.stream):
             self.context.execute_async_v3(self.stream.cuda_stream)
         self.stream.synchronize()

@@ -57,29 +57,36 @@ def export_onnx(weights: Path, spec: DetectorSpec, meta: dict, tag: str, out: Pa
         written.unlink()
 
 
-def validate(weights: Path, onnx_path: Path, spec: DetectorSpec, meta: dict, images: list[np.ndarray]) -> dict:
+def onnx_runner(onnx_path: Path):
     import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"images": x})[0]
+
+
+def validate(weights: Path, run, spec: DetectorSpec, meta: dict, images: list[np.ndarray], atol: float) -> dict:
+    """Compare ``run`` ((N, 3, S, S) -> raw detect output, e.g. ONNX Runtime or a TensorRT engine) with the
+    PyTorch model on ``images`` after the same letterbox and NMS."""
     import torch
     from ultralytics import YOLO
 
     size = meta["input_size"]
     net = YOLO(str(weights)).model.float().eval()
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     boxes_total, worst_iou, worst_conf = 0, 1.0, 0.0
     for img in images:
         fitted, info = letterbox(img, size)
         x = to_input([fitted])
         with torch.inference_mode():
             ref = net(torch.from_numpy(x))[0].numpy()
-        got = session.run(None, {"images": x})[0]
+        got = run(x)
         a = postprocess(ref, [info], spec.conf, spec.iou, spec.max_det)[0]
         b = postprocess(got, [info], spec.conf, spec.iou, spec.max_det)[0]
         if len(a.boxes) != len(b.boxes):
-            raise ParityError(f"PyTorch finds {len(a.boxes)} boxes, ONNX {len(b.boxes)} on the same slice")
+            raise ParityError(f"PyTorch finds {len(a.boxes)} boxes, the export {len(b.boxes)} on the same slice")
         for k in range(len(a.boxes)):
             same = b.classes == a.classes[k]
             if not same.any():
-                raise ParityError(f"ONNX has no {spec.labels[a.classes[k]]} box where PyTorch has one")
+                raise ParityError(f"the export has no {spec.labels[a.classes[k]]} box where PyTorch has one")
             overlaps = iou(a.boxes[k : k + 1], b.boxes[same])[0]
             j = int(overlaps.argmax())
             worst_iou = min(worst_iou, float(overlaps[j]))

@@ -71,6 +71,7 @@ class DetectorSpec:
     # Export parity: every PyTorch box matched by an ONNX box of the same class with at least this IoU.
     export_min_iou: float = 0.9
     export_atol: float = 1e-3  # confidence difference
+    export_atol_fp16: float = 2e-2  # TensorRT / fp16 engines
     min_side: int = 32
     train_defaults: dict[str, Any] = field(default_factory=dict)
 

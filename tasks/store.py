@@ -39,8 +39,8 @@ def get_entry(tag: str):
         return bentoml.models.get(tag)
     except NotFound as e:
         raise FileNotFoundError(
-            f"no model {tag!r} in the BentoML store: train one with `python -m training "
-            f"{tag.split(':')[0]} --synthetic 4000` (or `make models`); `bentoml models list` shows the store"
+            f"no model {tag!r} in the BentoML store: train one with `python -m training.demo {tag.split(':')[0]}` "
+            f"(or `make models`); `bentoml models list` shows the store"
         ) from e
 
 

@@ -69,7 +69,7 @@ def test_training_cli_errors_are_clear(env, args, words):
 
 def test_export_without_a_model_says_how_to_make_one(env):
     r = run("exporters", "malaria", "--format", "onnx", env=env)
-    assert r.returncode == 1 and "python -m training malaria" in r.stderr
+    assert r.returncode == 1 and "python -m training.demo malaria" in r.stderr
 
 
 def test_serve_launcher_refuses_unknown_tasks(env):

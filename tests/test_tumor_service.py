@@ -7,6 +7,7 @@ import base64
 import gzip
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -247,3 +248,50 @@ def test_store_entry_reports_detection_metrics(tumor_store):
     assert {"map50", "map50_95", "precision", "recall", "per_class"} <= set(test)
     assert "split by patient" in meta["dataset"]["source"]
     assert meta["export_onnx"]["min_iou"] >= 0.9 and set(meta["files"]) == {"model.pt", "model.onnx"}
+
+
+def test_service_never_imports_ultralytics():
+    """AGPL ultralytics is a training dependency only: importing the service must not pull it in."""
+    from benchmarks.server import ROOT
+
+    code = "import sys, services.tumor; print('ultralytics' in sys.modules or 'cv2' in sys.modules)"
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "BENTOML_DO_NOT_TRACK": "true"},
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_tensorrt_export_of_the_detector_explains_what_is_missing(tumor_store):
+    try:
+        import tensorrt  # noqa: F401
+
+        pytest.skip("TensorRT is installed here: the GPU run covers the real build")
+    except ImportError:
+        pass
+    r = subprocess.run(
+        [sys.executable, "-m", "exporters", "tumor", "--format", "tensorrt"],
+        env=tumor_store,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 3 and "TensorRT is not installed" in r.stderr
+
+
+def test_training_starts_from_a_pretrained_file(tumor_store, tmp_path):
+    """--pretrained takes an ultralytics weight file (here the test model's own checkpoint)."""
+    from benchmarks.server import ROOT
+    from tests.conftest import entry_metadata
+
+    weights = next(Path(tumor_store["BENTOML_HOME"], "models", "tumor").glob("*/model.pt"))
+    env = {**tumor_store, "BENTOML_HOME": str(tmp_path / "home")}
+    args = f"tumor --synthetic 24 --test-size 6 --epochs 1 --input-size 64 --batch-size 8 --pretrained {weights}"
+    r = subprocess.run(
+        [sys.executable, "-m", "training", *args.split()], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert entry_metadata(env, "tumor:latest")["config"]["pretrained"] == str(weights)
