@@ -36,7 +36,9 @@ def start_server(
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", **(env or {})}
     port = free_port()
     cmd = [
-        str(Path(sys.executable).parent / "bentoml"),
+        sys.executable,
+        "-m",
+        "bentoml",
         "serve",
         service_target(task),
         "--host",

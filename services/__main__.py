@@ -26,11 +26,20 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.tasks) - set(TASKS))
     if unknown:
         parser.error(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}")
-    bentoml = str(Path(sys.executable).parent / "bentoml")
     procs = []
     for i, task in enumerate(args.tasks or list(TASKS)):
         port = args.port + i
-        cmd = [bentoml, "serve", f"services.{task}:{task.capitalize()}", "--host", args.host, "--port", str(port)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "bentoml",
+            "serve",
+            f"services.{task}:{task.capitalize()}",
+            "--host",
+            args.host,
+            "--port",
+            str(port),
+        ]
         procs.append(subprocess.Popen(cmd, cwd=ROOT, start_new_session=True))
         print(f"{task}: http://{args.host}:{port}  (docs: http://{args.host}:{port}/docs)", flush=True)
 

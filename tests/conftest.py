@@ -6,7 +6,6 @@ import io
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -91,6 +90,11 @@ def entry_metadata(env: dict[str, str], tag: str) -> dict:
     """A store entry's metadata as `bentoml models get TAG -o json` shows it."""
     import json
 
-    cli = str(Path(sys.executable).parent / "bentoml")
-    out = subprocess.run([cli, "models", "get", tag, "-o", "json"], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "bentoml", "models", "get", tag, "-o", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout)["metadata"]
