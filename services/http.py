@@ -6,6 +6,7 @@ Every client mistake becomes an :class:`~tasks.images.InputError` and leaves as 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -152,3 +153,14 @@ def install_error_handlers(app) -> None:
             where = ".".join(str(p) for p in err.get("loc", ())[1:]) or "request"
             parts.append(f"{where}: {err.get('msg', 'invalid')}")
         return JSONResponse({"error": "; ".join(parts)}, status_code=422)
+
+
+LARGE_PAYLOAD = 256 * 1024
+
+
+async def decode_off_loop_if_large(fn, data: bytes, *args):
+    """``fn(data, *args)``: inline for small payloads (cheaper than a thread hop), in a worker thread for large
+    ones, so that decoding a multi-megabyte upload does not hold the event loop."""
+    if len(data) < LARGE_PAYLOAD:
+        return fn(data, *args)
+    return await asyncio.to_thread(fn, data, *args)

@@ -24,6 +24,7 @@ from services.batching import AdaptiveBatcher
 from services.http import (
     ERROR_RESPONSES,
     ErrorResponse,
+    decode_off_loop_if_large,
     error_response,
     flag,
     install_error_handlers,
@@ -208,7 +209,7 @@ class Malaria:
             images = []
             for i, upload in enumerate(uploads):
                 try:
-                    images.append(await self._decode(upload.data))
+                    images.append(await decode_off_loop_if_large(decode_image, upload.data, self.limits))
                 except InputError as e:
                     if not many:
                         raise
@@ -234,12 +235,6 @@ class Malaria:
             for i, (p, u) in enumerate(zip(preds, uploads, strict=True))
         ]
         return BatchResponse(results=items, model=self.tag, backend=self.backend_name, elapsed_ms=elapsed)
-
-    async def _decode(self, data: bytes) -> Image.Image:
-        # Small images decode faster than a thread hop; large ones must not block the event loop.
-        if len(data) < 256 * 1024:
-            return decode_image(data, self.limits)
-        return await asyncio.to_thread(decode_image, data, self.limits)
 
     def _prediction(self, p: np.ndarray, cam: GradCAM | None) -> Prediction:
         k = int(p.argmax())

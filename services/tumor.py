@@ -7,7 +7,6 @@ ONNX model with the suite's own letterbox and NMS (no ultralytics at serving tim
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import time
@@ -21,7 +20,15 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from services.batching import AdaptiveBatcher
-from services.http import ERROR_RESPONSES, error_response, flag, install_error_handlers, parse_uploads, read_body
+from services.http import (
+    ERROR_RESPONSES,
+    decode_off_loop_if_large,
+    error_response,
+    flag,
+    install_error_handlers,
+    parse_uploads,
+    read_body,
+)
 from services.metrics import observer, rejected
 from tasks import get_task
 from tasks.detection import letterbox, postprocess, to_input
@@ -151,7 +158,9 @@ class Tumor:
     def shutdown(self) -> None:
         self.batcher.close()
 
-    async def handle(self, request: Request, conf: float, iou: float, slice_index: int | None, annotate: bool):
+    async def handle(
+        self, request: Request, conf: float, iou: float, slice_index: int | None, annotate: bool
+    ) -> Response | BaseModel:
         """Decode one slice, detect through the batcher, map boxes back to the slice's pixels."""
         start = time.perf_counter()
         try:
@@ -160,10 +169,7 @@ class Tumor:
             annotate = annotate or flag(extra.get("annotate", False), "annotate")
             slice_index = _int_option(extra.get("slice_index", slice_index), "slice_index")
             data = uploads[0].data
-            big = len(data) > 256 * 1024  # large files decode in a thread: the event loop stays free
-            gray, fmt = (
-                await asyncio.to_thread(self.decode, data, slice_index) if big else self.decode(data, slice_index)
-            )
+            gray, fmt = await decode_off_loop_if_large(self.decode, data, slice_index)
         except InputError as e:
             rejected(TASK.name, e.status)
             return error_response(e)
