@@ -7,8 +7,8 @@ PORT ?= 3000
 TASKS ?=
 PYTEST_ARGS ?=
 # Debian packages the suite needs (installed when missing; needs root or sudo). OpenCV, which ultralytics
-# trains with, needs libGL and GLib.
-DEBIAN_PACKAGES := curl libgl1 libglib2.0-0
+# trains with, needs libGL and GLib; ffmpeg decodes audio; espeak-ng speaks the synthetic Korean sentences.
+DEBIAN_PACKAGES := curl libgl1 libglib2.0-0 ffmpeg espeak-ng
 
 export BENTOML_DO_NOT_TRACK := true
 export HF_HUB_OFFLINE := 1
@@ -22,7 +22,7 @@ setup: debian $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[serve,malaria,tumor,train,export,dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[serve,malaria,tumor,asr,train,export,dev]'
 	@touch $(STAMP)
 
 debian:
