@@ -26,3 +26,10 @@ def test_audio_is_16k_speech_of_plausible_length():
         assert np.abs(a).max() > 0.05 and np.abs(a).max() <= 1.0  # speech, not silence, not clipped away
     again, _ = generate(2, seed=4, held_out=True)
     assert np.array_equal(audio[0], again[0])  # deterministic
+
+
+def test_particles_follow_the_final_consonant():
+    from training.datasets.korean_speech import fill
+
+    assert fill("{p:을} {q:을}", {"p": "학생", "q": "의사"}) == "학생을 의사를"
+    assert fill("{p:이} {q:은}", {"p": "두통", "q": "간호사"}) == "두통이 간호사는"

@@ -9,6 +9,7 @@ robotic: good for a fine-tuning demo and smoke tests, not a benchmark of real sp
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 
@@ -27,15 +28,16 @@ STATES = ["좋아졌습니다", "나빠졌습니다", "괜찮습니다", "심해
 THINGS = ["커피", "점심", "책", "우산", "버스표", "선물", "약", "물", "사과", "신문"]
 VERBS = ["샀습니다", "먹었습니다", "읽었습니다", "주었습니다", "찾았습니다", "가져왔습니다"]
 
+# "{slot:을}" attaches the particle that fits the word: 을/를, 이/가, 은/는 by whether it ends in a consonant.
 TEMPLATES = [
-    "{time} {person}의 {test}을 {action}",
-    "{person}는 {time}부터 {symptom}이 {state}",
-    "{time} {place}에서 {person}를 만났습니다",
-    "{person}가 {place}에서 {thing}을 {verb}",
+    "{time} {person}의 {test:을} {action}",
+    "{person:은} {time}부터 {symptom:이} {state}",
+    "{time} {place}에서 {person:을} 만났습니다",
+    "{person:이} {place}에서 {thing:을} {verb}",
     "{symptom} 때문에 {time} {place}에 갔습니다",
     "{test} 결과는 {state}",
     "{person}에게 {symptom}에 대해 물었습니다",
-    "{time} {thing}을 {verb} 그리고 {place}에 갔습니다",
+    "{time} {thing:을} {verb} 그리고 {place}에 갔습니다",
 ]
 SLOTS = {
     "person": PEOPLE,
@@ -48,6 +50,25 @@ SLOTS = {
     "thing": THINGS,
     "verb": VERBS,
 }
+PARTICLES = {"을": ("을", "를"), "이": ("이", "가"), "은": ("은", "는")}
+SLOT = re.compile(r"\{(\w+)(?::(\w))?\}")
+
+
+def has_final_consonant(word: str) -> bool:
+    """Whether the last Hangul syllable has a final consonant (batchim)."""
+    code = ord(word[-1]) - 0xAC00
+    return 0 <= code < 11172 and code % 28 != 0
+
+
+def fill(template: str, words: dict[str, str]) -> str:
+    def one(m: re.Match) -> str:
+        word = words[m.group(1)]
+        if m.group(2) is None:
+            return word
+        after_consonant, after_vowel = PARTICLES[m.group(2)]
+        return word + (after_consonant if has_final_consonant(word) else after_vowel)
+
+    return SLOT.sub(one, template)
 
 
 def is_held_out(sentence: str) -> bool:
@@ -62,7 +83,7 @@ def sentences(n: int, seed: int, held_out: bool) -> list[str]:
     seen: set[str] = set()
     for _ in range(200 * n + 1000):
         template = TEMPLATES[rng.integers(len(TEMPLATES))]
-        text = template.format(**{k: v[rng.integers(len(v))] for k, v in SLOTS.items()})
+        text = fill(template, {k: v[rng.integers(len(v))] for k, v in SLOTS.items()})
         if text not in seen and is_held_out(text) == held_out:
             seen.add(text)
             out.append(text)
