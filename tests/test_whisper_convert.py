@@ -136,6 +136,25 @@ def test_packaged_base_transcribes_like_faster_whisper(tmp_path):
     assert "blood pressure" in ours.lower()
 
 
+def test_export_back_to_ctranslate2_round_trips(tmp_path):
+    """openai-whisper checkpoint -> CTranslate2 (the fine-tuned model's fast path): the same variables as the
+    original files, and faster-whisper transcribes with it exactly as with the original."""
+    import torch
+
+    from exporters.whisper import save_ct2
+    from training.whisper_ct2 import convert, packaged_model_dir
+
+    base = packaged_model_dir(tmp_path / "cache")
+    convert(base, tmp_path / "base.pt")
+    save_ct2(torch.load(tmp_path / "base.pt", map_location="cpu"), base, tmp_path / "ct2")
+    _, original = read_ct2(base / "model.bin")
+    _, ours = read_ct2(tmp_path / "ct2" / "model.bin")
+    weights = [k for k, v in original.items() if v.dtype.kind == "f" and v.ndim > 0]
+    assert set(weights) <= set(ours)
+    for k in weights:
+        assert np.array_equal(ours[k].astype(np.float16), original[k]), k
+
+
 def test_cli_explains_a_wrong_folder(tmp_path):
     (tmp_path / "model.bin").write_bytes(ct2_bytes({"x": np.zeros(2, np.float32)}, {}, spec="TransformerSpec"))
     r = subprocess.run(
