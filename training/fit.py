@@ -1,6 +1,8 @@
-"""The shared fit loop: AdamW, warm-up + cosine learning rate, early stopping on validation loss.
+"""The shared fit loop: AdamW, warm-up + cosine learning rate, gradient accumulation, fp16 autocast on a GPU,
+early stopping on a validation score (validation loss by default, CER for speech).
 
-Task modules supply batches; this loop knows nothing about images, audio or text.
+Task modules supply batches, and for anything but classification a loss and a validation function; this loop
+knows nothing about images, audio or text.
 """
 
 from __future__ import annotations
@@ -15,13 +17,23 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+Batches = Callable[[], Iterable]
+LossFn = Callable[[nn.Module, object], tuple[torch.Tensor, int]]  # (mean loss of the batch, its size)
+
+
+def classification_loss(device: torch.device) -> LossFn:
+    def loss(model: nn.Module, batch: object) -> tuple[torch.Tensor, int]:
+        x, y = batch
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        return nn.functional.cross_entropy(model(x), y), len(y)
+
+    return loss
 
 
 @dataclass
 class FitResult:
     best_epoch: int
-    best_val_loss: float
+    best_score: float  # the monitored validation score (lower is better)
     epochs_run: int
     stopped_early: bool
     seconds: float
@@ -69,17 +81,34 @@ def fit(
     device: torch.device,
     set_train_mode: Callable[[nn.Module], None] | None = None,
     desc: str = "train",
+    loss_fn: LossFn | None = None,
+    validate: Callable[[nn.Module], dict[str, float]] | None = None,
+    accumulate: int = 1,
+    amp: bool = False,
 ) -> FitResult:
-    """Train ``model`` in place; on return it holds the weights of the epoch with the lowest validation loss.
+    """Train ``model`` in place; on return it holds the weights of the epoch with the best validation score.
 
     ``set_train_mode`` puts the model into training mode (a frozen backbone keeps its BatchNorm in eval).
+    ``loss_fn(model, batch)`` defaults to cross-entropy on ``(x, y)`` batches; ``validate(model)`` returns metrics
+    with a ``score`` to minimise (default: validation loss and accuracy on ``val_batches``). ``accumulate``
+    batches make one optimiser step; ``amp`` runs the forward pass in fp16 autocast (CUDA only).
     """
+    loss_fn = loss_fn or classification_loss(device)
+    if validate is None:
+
+        def validate(m: nn.Module) -> dict[str, float]:
+            val_loss, val_acc = evaluate_loss(m, val_batches, device)
+            return {"val_loss": val_loss, "val_accuracy": val_acc, "score": val_loss}
+
+    use_amp = amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("nothing to train: every parameter is frozen")
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps_per_epoch * epochs, warmup_fraction))
-    best_loss, best_epoch, best_state, bad_epochs = math.inf, 0, None, 0
+    optimizer_steps = max(1, steps_per_epoch // accumulate) * epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(optimizer_steps, warmup_fraction))
+    best_score, best_epoch, best_state, bad_epochs = math.inf, 0, None, 0
     history: list[dict[str, float]] = []
     start = time.perf_counter()
     epoch = 0
@@ -87,30 +116,28 @@ def fit(
         (set_train_mode or nn.Module.train)(model)
         seen, loss_sum = 0, 0.0
         bar = tqdm(train_batches(), total=steps_per_epoch, desc=f"{desc} epoch {epoch}/{epochs}", unit="batch")
-        for x, y in bar:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = nn.functional.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            seen += len(y)
-            loss_sum += loss.item() * len(y)
+        opt.zero_grad(set_to_none=True)
+        for i, batch in enumerate(bar, start=1):
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                loss, n = loss_fn(model, batch)
+            scaler.scale(loss / accumulate).backward()
+            if i % accumulate == 0 or i == steps_per_epoch:
+                scaler.step(opt)
+                scaler.update()
+                opt.zero_grad(set_to_none=True)
+                sched.step()
+            seen += n
+            loss_sum += loss.item() * n
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
-        val_loss, val_acc = evaluate_loss(model, val_batches, device)
-        row = {
-            "epoch": epoch,
-            "train_loss": loss_sum / max(seen, 1),
-            "val_loss": val_loss,
-            "val_accuracy": val_acc,
-        }
+        model.eval()
+        metrics = validate(model)
+        row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), **metrics}
         history.append(row)
-        tqdm.write(
-            f"{desc} epoch {epoch}: train loss {row['train_loss']:.4f}, "
-            f"val loss {val_loss:.4f}, val accuracy {val_acc:.4f}"
-        )
-        if val_loss < best_loss:
-            best_loss, best_epoch, bad_epochs = val_loss, epoch, 0
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "score"))
+        tqdm.write(f"{desc} epoch {epoch}: {shown}")
+        score = metrics["score"]
+        if score < best_score:
+            best_score, best_epoch, bad_epochs = score, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
         else:
             bad_epochs += 1
@@ -122,7 +149,7 @@ def fit(
     model.eval()
     return FitResult(
         best_epoch=best_epoch,
-        best_val_loss=best_loss,
+        best_score=best_score,
         epochs_run=epoch,
         stopped_early=epoch < epochs,
         seconds=time.perf_counter() - start,
