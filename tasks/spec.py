@@ -82,3 +82,32 @@ class DetectorSpec:
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+
+@dataclass(frozen=True)
+class SpeechSpec:
+    """A speech recognition task: Whisper fine-tuned for one language, served with a fast backend."""
+
+    name: str
+    language: str
+    description: str
+    synthetic: str  # f(n, seed, held_out) -> (list[float32 16 kHz audio], list[str])
+    base: str = "packaged"  # "packaged" (the Whisper base that ships as a package), a checkpoint path or a name
+    sample_rate: int = 16_000
+    max_target_tokens: int = 120
+    # Export parity: the fast backend's transcripts may differ from PyTorch's by at most this CER (points).
+    export_max_cer_diff: float = 1.0
+    export_atol: float = 0.0  # unused for speech; kept so every spec answers the completeness check
+    train_defaults: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return "speech"
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return ()
+
+    @property
+    def num_classes(self) -> int:
+        return 0

@@ -23,7 +23,7 @@ class TrainConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     warmup_fraction: float = 0.15
-    freeze: str = "none"  # none | half | head
+    freeze: str = "none"  # none | half | head (classifiers); none | encoder (speech)
     pretrained: str | None = None  # torchvision ImageNet weight file
     patience: int = 3  # early stopping on validation loss
     val_fraction: float = 0.15
@@ -35,6 +35,9 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads (0: torch's default)
     limit_batches: int = 0  # >0: stop each epoch after this many batches (smoke tests)
     name: str | None = None  # model-store name (default: the task name)
+    base: str | None = None  # speech: Whisper base (checkpoint file or name; default: the task's)
+    augment: bool = True  # speech: SpecAugment-style masks (when the encoder trains)
+    accumulate: int = 1  # batches per optimiser step
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -87,8 +90,10 @@ def validate(config: TrainConfig) -> None:
         raise ValueError("give exactly one data source: --data DIR or --synthetic N")
     if config.data is not None and not Path(config.data).is_dir():
         raise ValueError(f"data folder not found: {config.data}")
-    if config.freeze not in ("none", "half", "head"):
-        raise ValueError(f"freeze: expected none, half or head, got {config.freeze!r}")
+    if config.freeze not in ("none", "half", "head", "encoder"):
+        raise ValueError(f"freeze: expected none, half, head (classifiers) or encoder (speech), got {config.freeze!r}")
+    if config.accumulate < 1:
+        raise ValueError("accumulate must be at least 1")
     if config.device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device: expected auto, cpu or cuda, got {config.device!r}")
     if not 0 < config.val_fraction < 0.5 or not 0 <= config.test_fraction < 0.5:
