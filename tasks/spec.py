@@ -97,7 +97,6 @@ class SpeechSpec:
     max_target_tokens: int = 120
     # Export parity: the fast backend's transcripts may differ from PyTorch's by at most this CER (points).
     export_max_cer_diff: float = 1.0
-    export_atol: float = 0.0  # unused for speech; kept so every spec answers the completeness check
     train_defaults: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -106,8 +105,4 @@ class SpeechSpec:
 
     @property
     def labels(self) -> tuple[str, ...]:
-        return ()
-
-    @property
-    def num_classes(self) -> int:
-        return 0
+        return ()  # a transcript, not classes
