@@ -36,6 +36,9 @@ def tiny_base(tmp_path_factory):
     )
     torch.manual_seed(0)
     model = Whisper(dims)
+    # openai-whisper allocates the decoder's positional embedding with torch.empty (weights always come from a
+    # checkpoint); a random model must initialise it, or it holds whatever memory it got (NaN at times).
+    torch.nn.init.normal_(model.decoder.positional_embedding, std=0.01)
     path = tmp_path_factory.mktemp("whisper") / "tiny.pt"
     torch.save({"dims": dataclasses.asdict(dims), "model_state_dict": model.state_dict()}, path)
     return path
