@@ -14,13 +14,16 @@ from tests.conftest import entry_metadata
 pytestmark = pytest.mark.slow
 
 
-def test_demo_model_reaches_097_on_held_out_synthetic_cells(tmp_path):
-    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "home"), "BENTOML_DO_NOT_TRACK": "true"}
-    r = subprocess.run(
-        [sys.executable, "-m", "training.demo", "malaria"], cwd=ROOT, env=env, capture_output=True, text=True
-    )
+def build_demo(task: str, home) -> dict:
+    """`make models` for one task in a private store; returns the entry's metadata."""
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    r = subprocess.run([sys.executable, "-m", "training.demo", task], cwd=ROOT, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
-    meta = entry_metadata(env, "malaria:latest")
+    return entry_metadata(env, f"{task}:latest")
+
+
+def test_demo_model_reaches_097_on_held_out_synthetic_cells(tmp_path):
+    meta = build_demo("malaria", tmp_path / "home")
     test = meta["metrics"]["test"]
     assert test["accuracy"] >= 0.97, test
     assert meta["config"]["test_seed"] != meta["config"]["seed"]
@@ -29,12 +32,7 @@ def test_demo_model_reaches_097_on_held_out_synthetic_cells(tmp_path):
 
 def test_demo_tumor_model_meets_its_targets(tmp_path):
     """mAP50 >= 0.85 on held-out synthetic patients; at most 1 false box per 10 real healthy slices."""
-    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "home"), "BENTOML_DO_NOT_TRACK": "true"}
-    r = subprocess.run(
-        [sys.executable, "-m", "training.demo", "tumor"], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    meta = entry_metadata(env, "tumor:latest")
+    meta = build_demo("tumor", tmp_path / "home")
     test = meta["metrics"]["test"]
     assert test["map50"] >= 0.85, test
     assert test["healthy_real"]["per_10_slices"] <= 1.0, test["healthy_real"]

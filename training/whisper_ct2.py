@@ -125,35 +125,24 @@ def to_openai(v: dict[str, np.ndarray]) -> dict:
     for i in (1, 2):
         linear(f"encoder/conv{i}", f"encoder.conv{i}")
     state["encoder.positional_embedding"] = t["encoder/position_encodings/encodings"]
-    n_audio = _layers(v, "encoder")
-    for i in range(n_audio):
-        s, d = f"encoder/layer_{i}", f"encoder.blocks.{i}"
-        ln(f"{s}/self_attention/layer_norm", f"{d}.attn_ln")
-        fused(
-            f"{s}/self_attention/linear_0", [f"{d}.attn.query", f"{d}.attn.key", f"{d}.attn.value"], [True, False, True]
-        )
-        linear(f"{s}/self_attention/linear_1", f"{d}.attn.out")
-        ln(f"{s}/ffn/layer_norm", f"{d}.mlp_ln")
-        linear(f"{s}/ffn/linear_0", f"{d}.mlp.0")
-        linear(f"{s}/ffn/linear_1", f"{d}.mlp.2")
-    ln("encoder/layer_norm", "encoder.ln_post")
     state["decoder.token_embedding.weight"] = t["decoder/embeddings/weight"]
     state["decoder.positional_embedding"] = t["decoder/position_encodings/encodings"]
-    n_text = _layers(v, "decoder")
-    for i in range(n_text):
-        s, d = f"decoder/layer_{i}", f"decoder.blocks.{i}"
-        ln(f"{s}/self_attention/layer_norm", f"{d}.attn_ln")
-        fused(
-            f"{s}/self_attention/linear_0", [f"{d}.attn.query", f"{d}.attn.key", f"{d}.attn.value"], [True, False, True]
-        )
-        linear(f"{s}/self_attention/linear_1", f"{d}.attn.out")
-        ln(f"{s}/attention/layer_norm", f"{d}.cross_attn_ln")
-        linear(f"{s}/attention/linear_0", f"{d}.cross_attn.query")
-        fused(f"{s}/attention/linear_1", [f"{d}.cross_attn.key", f"{d}.cross_attn.value"], [False, True])
-        linear(f"{s}/attention/linear_2", f"{d}.cross_attn.out")
-        ln(f"{s}/ffn/layer_norm", f"{d}.mlp_ln")
-        linear(f"{s}/ffn/linear_0", f"{d}.mlp.0")
-        linear(f"{s}/ffn/linear_1", f"{d}.mlp.2")
+    for side in ("encoder", "decoder"):
+        for i in range(_layers(v, side)):
+            s, d = f"{side}/layer_{i}", f"{side}.blocks.{i}"
+            ln(f"{s}/self_attention/layer_norm", f"{d}.attn_ln")
+            qkv = [f"{d}.attn.query", f"{d}.attn.key", f"{d}.attn.value"]
+            fused(f"{s}/self_attention/linear_0", qkv, [True, False, True])
+            linear(f"{s}/self_attention/linear_1", f"{d}.attn.out")
+            if side == "decoder":
+                ln(f"{s}/attention/layer_norm", f"{d}.cross_attn_ln")
+                linear(f"{s}/attention/linear_0", f"{d}.cross_attn.query")
+                fused(f"{s}/attention/linear_1", [f"{d}.cross_attn.key", f"{d}.cross_attn.value"], [False, True])
+                linear(f"{s}/attention/linear_2", f"{d}.cross_attn.out")
+            ln(f"{s}/ffn/layer_norm", f"{d}.mlp_ln")
+            linear(f"{s}/ffn/linear_0", f"{d}.mlp.0")
+            linear(f"{s}/ffn/linear_1", f"{d}.mlp.2")
+    ln("encoder/layer_norm", "encoder.ln_post")
     ln("decoder/layer_norm", "decoder.ln")
     n_audio_state = state["encoder.conv1.weight"].shape[0]
     n_text_state = state["decoder.token_embedding.weight"].shape[1]
@@ -162,12 +151,12 @@ def to_openai(v: dict[str, np.ndarray]) -> dict:
         "n_audio_ctx": state["encoder.positional_embedding"].shape[0],
         "n_audio_state": n_audio_state,
         "n_audio_head": n_audio_state // 64,
-        "n_audio_layer": n_audio,
+        "n_audio_layer": _layers(v, "encoder"),
         "n_vocab": state["decoder.token_embedding.weight"].shape[0],
         "n_text_ctx": state["decoder.positional_embedding"].shape[0],
         "n_text_state": n_text_state,
         "n_text_head": n_text_state // 64,
-        "n_text_layer": n_text,
+        "n_text_layer": _layers(v, "decoder"),
     }
     return {"dims": dims, "model_state_dict": state}
 
