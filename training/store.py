@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import platform
 import shutil
+import os
 import subprocess
 from pathlib import Path
 
@@ -18,7 +19,10 @@ from tasks.store import clean, sha256_file
 
 
 def git_commit() -> str:
-    """The source commit, with ``+dirty`` when the work tree has changes; ``unknown`` outside git."""
+    """The source commit, with ``+dirty`` when the work tree has changes; ``SUITE_COMMIT`` names it for a copy
+    of the tree without git (the GPU machine); ``unknown`` otherwise."""
+    if os.environ.get("SUITE_COMMIT"):
+        return os.environ["SUITE_COMMIT"]
     here = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(
