@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 import platform
 import shutil
-import os
 import subprocess
 from pathlib import Path
 
