@@ -37,7 +37,7 @@ debian:
 models: setup
 	$(BIN)/python -m training.demo $(if $(FORCE),--force,)
 
-# Every task on its own port from PORT on (malaria PORT, tumor PORT+1); TASKS="tumor" serves a subset.
+# Every task on its own port from PORT on (malaria PORT, tumor PORT+1, asr PORT+2); TASKS="tumor" serves a subset.
 serve: models
 	$(BIN)/python -m services --host $(HOST) --port $(PORT) $(TASKS)
 
@@ -55,9 +55,16 @@ test-slow: setup
 test-gpu: setup
 	$(BIN)/python -m pytest -m gpu $(PYTEST_ARGS)
 
-# Benchmarks of every task (TASKS="tumor" for a subset); results in benchmarks/results/.
-bench: models
-	@for t in $(or $(TASKS),malaria tumor); do $(BIN)/python -m benchmarks $$t || exit 1; done
+# Benchmarks of every task (TASKS="tumor" for a subset); results in benchmarks/results/. Installs the peers
+# the benchmarks compare against first.
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[serve,malaria,tumor,asr,train,export,dev,bench]'
+	@touch $(BENCH_STAMP)
+
+bench: models $(BENCH_STAMP)
+	@for t in $(or $(TASKS),malaria tumor asr); do $(BIN)/python -m benchmarks $$t || exit 1; done
 
 format: setup
 	$(BIN)/ruff format .

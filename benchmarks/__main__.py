@@ -1,6 +1,7 @@
 """``python -m benchmarks <task> [--device cpu|cuda] [--requests N] [--concurrency 1,8,32]``
 
-Measures, in one run, the floor (the model alone, in process) and the service over HTTP, and writes
+Measures, in one run, the floor (the model alone, in process; for speech also openai-whisper and the vosk peer)
+and the service over HTTP, and writes
 ``benchmarks/results/<task>-<device>.json`` and ``.md`` in the schema of :mod:`benchmarks.report`.
 """
 
@@ -22,8 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("task", choices=sorted(TASKS))
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--tag", help="store entry (default: <task>:latest)")
-    parser.add_argument("--requests", type=int, default=400, help="requests per service row")
-    parser.add_argument("--concurrency", default="1,8,32", help="comma-separated client concurrencies")
+    parser.add_argument("--requests", type=int, help="requests per service row (default 400; speech 48)")
+    parser.add_argument("--concurrency", help="comma-separated client concurrencies (default 1,8,32; speech 1,4)")
     parser.add_argument("--seconds", type=float, default=3.0, help="time per floor row")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -40,17 +41,30 @@ def main(argv: list[str] | None = None) -> int:
             print("error: --device cuda, but torch sees no CUDA GPU on this host", file=sys.stderr)
             return 3
     spec = get_task(args.task)
+    speech = spec.kind == "speech"
     bench = detector if spec.kind == "detection" else image_classifier
     try:
         entry = get_entry(args.tag or f"{args.task}:latest")
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    concurrencies = [int(c) for c in (args.concurrency or ("1,4" if speech else "1,8,32")).split(",")]
+    requests = args.requests or (48 if speech else 400)
+    model_arg = {} if args.tag is None else {"model_tag": args.tag}
+    if speech:
+        from benchmarks import speech as bench
+
+        clips, refs = bench.sample_clips(spec)
+        rows = bench.floor_rows(spec, entry, clips, refs, args.device)
+        rows += bench.service_rows(spec, clips, refs, args.device, concurrencies, requests, model_arg)
+        notes = [f"model {entry.tag}", *bench.summary(rows, args.device)]
+        path = write(args.task, args.device, rows, args.out, notes)
+        print("\n".join(notes))
+        print(f"wrote {path} and {path.with_suffix('.md')}")
+        return 0
     pngs = bench.sample_images(spec)
     rows = bench.floor_rows(spec, entry, pngs, args.device, args.seconds)
-    model_arg = {} if args.tag is None else {"model_tag": args.tag}
-    rows += service_rows(args.task, bench.ROUTE, pngs, args.device, concurrencies, args.requests, model_arg)
+    rows += service_rows(args.task, bench.ROUTE, pngs, args.device, concurrencies, requests, model_arg)
     notes = [f"model {entry.tag}", *bench.summary(rows, concurrencies)]
     path = write(args.task, args.device, rows, args.out, notes)
     print("\n".join(notes))

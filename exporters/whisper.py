@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
+
+from exporters.validate import ParityError
 
 
 def ct2_variables(state: dict) -> dict[str, np.ndarray]:
@@ -70,8 +73,15 @@ def _set(spec, name: str, value: np.ndarray) -> None:
     setattr(obj, leaf, value)
 
 
-def save_ct2(checkpoint: dict, base_dir: Path, out_dir: Path, quantization: str = "float32") -> None:
-    """Write ``out_dir`` (model.bin, config.json, vocabulary, tokenizer) for faster-whisper."""
+def save_ct2(
+    checkpoint: dict,
+    base_dir: Path,
+    out_dir: Path,
+    quantization: str = "float32",
+    alignment_heads: list[list[int]] | None = None,
+) -> None:
+    """Write ``out_dir`` (model.bin, config.json, vocabulary, tokenizer) for faster-whisper. ``alignment_heads``
+    (the cross-attention heads word timestamps read) replace the base's when the model has another size."""
     from ctranslate2.specs import whisper_spec
 
     dims = checkpoint["dims"]
@@ -81,6 +91,8 @@ def save_ct2(checkpoint: dict, base_dir: Path, out_dir: Path, quantization: str 
     for name, value in ct2_variables(checkpoint["model_state_dict"]).items():
         _set(spec, name, value)
     config = json.loads((base_dir / "config.json").read_text())
+    if alignment_heads is not None:
+        config["alignment_heads"] = alignment_heads
     for key, value in config.items():
         setattr(spec.config, key, value)
     spec.register_vocabulary((base_dir / "vocabulary.txt").read_text(encoding="utf-8").split("\n")[: dims["n_vocab"]])
@@ -89,3 +101,126 @@ def save_ct2(checkpoint: dict, base_dir: Path, out_dir: Path, quantization: str 
     out_dir.mkdir(parents=True, exist_ok=True)
     spec.save(str(out_dir))
     shutil.copyfile(base_dir / "tokenizer.json", out_dir / "tokenizer.json")
+
+
+def alignment_heads_for(base: str, dims: dict) -> list[list[int]] | None:
+    """The base's alignment heads when known (the packaged base's config has them; openai-whisper names carry
+    theirs), else CTranslate2's default: every head of the second half of the decoder."""
+    import base64
+    import gzip
+
+    import whisper
+
+    if base == "packaged":
+        return None
+    name = Path(base).stem if Path(base).is_file() else base
+    n, h = dims["n_text_layer"], dims["n_text_head"]
+    if name in whisper._ALIGNMENT_HEADS:
+        mask = np.frombuffer(gzip.decompress(base64.b85decode(whisper._ALIGNMENT_HEADS[name])), dtype=bool)
+        if mask.size == n * h:
+            return [[int(i // h), int(i % h)] for i in np.flatnonzero(mask)]
+    return [[layer, head] for layer in range(n // 2, n) for head in range(h)]
+
+
+def fast_model(ct2_dir: Path, spec, device: str = "auto", compute_type: str = "auto", threads: int = 0, short=True):
+    """faster-whisper over a CTranslate2 folder, encoding short contexts (``short``; see
+    :meth:`~tasks.spec.SpeechSpec.context_frames`) or 30-second windows. ``auto`` compute type: float32 on a CPU
+    (the transcripts PyTorch gives; int8 is faster still but changes some), float16 on a GPU."""
+    import torch
+    from faster_whisper import WhisperModel
+
+    class ShortContextWhisper(WhisperModel):
+        def encode(self, features: np.ndarray):
+            # faster-whisper zero-pads the log-mel of a window shorter than 30 s to 3000 frames; encode only the
+            # frames that hold audio, rounded up to the context step (real log-mel values are never exactly 0)
+            used = np.flatnonzero((features != 0).any(axis=tuple(range(features.ndim - 1))))
+            frames = spec.context_frames(int(used[-1]) + 1 if len(used) else 1)
+            return super().encode(np.ascontiguousarray(features[..., :frames]))
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if compute_type == "auto":
+        compute_type = "float16" if device == "cuda" else "float32"
+    cls = ShortContextWhisper if short else WhisperModel
+    model = cls(str(ct2_dir), device=device, compute_type=compute_type, cpu_threads=threads)
+    return model, f"ctranslate2/{device}-{compute_type}" + ("" if short else "-30s")
+
+
+def fast_transcribe(model, audio: np.ndarray, language: str, word_timestamps: bool = False) -> tuple[str, list]:
+    """(text, segments) from faster-whisper with the suite's decoding options (greedy, window by window)."""
+    from tasks.asr import FAST_DECODING
+
+    segments, _ = model.transcribe(
+        audio, language=language, vad_filter=False, word_timestamps=word_timestamps, **FAST_DECODING
+    )
+    segments = list(segments)
+    return "".join(s.text for s in segments).strip(), segments
+
+
+def torch_transcribe(model, audio: np.ndarray, language: str) -> str:
+    """openai-whisper's own ``transcribe`` with the same options (the eager PyTorch reference)."""
+    from tasks.asr import DECODING
+
+    fp16 = next(model.parameters()).device.type == "cuda"
+    result = model.transcribe(audio, language=language, fp16=fp16, **DECODING)
+    # the segments' text, as faster-whisper joins it: result["text"] keeps special tokens a model emits mid-text
+    return "".join(s["text"] for s in result["segments"]).strip()
+
+
+def export_speech(spec, entry, n: int = 16, device: str = "cpu") -> dict:
+    """``model.pt`` -> ``ct2/`` (float16 weights) in the same entry, then the same held-out clips through
+    openai-whisper's ``transcribe`` and faster-whisper: their CERs against the references may differ by at most
+    ``spec.export_max_cer_diff`` points. Short audio contexts are served only when they pass that check (a model
+    fine-tuned by :mod:`training.asr` learns them; a base model does not), else 30-second windows."""
+    import torch
+    import whisper
+
+    from tasks.spec import resolve
+    from tasks.store import record, sha256_file, verified_file
+    from training.asr import cer
+    from training.whisper_ct2 import packaged_model_dir
+
+    meta = entry.info.metadata
+    checkpoint = torch.load(verified_file(entry, "model.pt"), map_location="cpu", weights_only=True)
+    base = meta.get("training", {}).get("base", spec.base)
+    out = Path(entry.path) / "ct2"
+    shutil.rmtree(out, ignore_errors=True)
+    base_dir = packaged_model_dir(Path.home() / ".cache" / "inference-suite")
+    save_ct2(checkpoint, base_dir, out, "float16", alignment_heads_for(base, checkpoint["dims"]))
+    try:
+        audio, refs = resolve(spec.synthetic)(n, seed=meta["config"]["test_seed"] + 1, held_out=True)
+        reference = whisper.load_model(str(verified_file(entry, "model.pt")), device=device)
+        t0 = time.perf_counter()
+        slow_hyps = [torch_transcribe(reference, a, spec.language) for a in audio]
+        report = {"n_clips": len(audio), "cer_pytorch": round(cer(refs, slow_hyps), 4)}
+        report["seconds_pytorch"] = round(time.perf_counter() - t0, 2)
+        for short in (True, False):
+            fast, backend = fast_model(out, spec, device, short=short)
+            t0 = time.perf_counter()
+            fast_hyps = [fast_transcribe(fast, a, spec.language)[0] for a in audio]
+            seconds = round(time.perf_counter() - t0, 2)
+            score = round(cer(refs, fast_hyps), 4)
+            points = round(abs(score - report["cer_pytorch"]) * 100, 2)
+            report["cer_short_context" if short else "cer_window"] = score
+            if points <= spec.export_max_cer_diff:
+                identical = sum(a == b for a, b in zip(slow_hyps, fast_hyps, strict=True))
+                report.update(backend=backend, short_context=short, cer_fast=score, seconds_fast=seconds)
+                report.update(max_abs_diff=points, atol=spec.export_max_cer_diff, identical_transcripts=identical)
+                break
+            print(f"{backend}: CER {score:.4f} vs {report['cer_pytorch']:.4f} with PyTorch ({points:.2f} points)")
+        else:
+            raise ParityError(
+                f"CER with CTranslate2 ({report['cer_short_context']:.4f} short contexts, "
+                f"{report['cer_window']:.4f} 30-second windows) vs {report['cer_pytorch']:.4f} with PyTorch: more "
+                f"than {spec.export_max_cer_diff} points apart"
+            )
+    except Exception:
+        shutil.rmtree(out, ignore_errors=True)
+        if "export_ct2" in meta:  # an earlier export's record no longer describes what is on disk
+            del meta["export_ct2"]
+            meta["files"] = {k: v for k, v in meta.get("files", {}).items() if not k.startswith("ct2/")}
+            entry.flush()
+        raise
+    files = {f"ct2/{p.name}": sha256_file(p) for p in sorted(out.iterdir()) if p.is_file()}
+    record(entry, "export_ct2", {**report, "dir": "ct2", "quantization": "float16"}, files=files)
+    return report

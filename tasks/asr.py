@@ -1,8 +1,5 @@
-"""Speech recognition: Korean audio -> text and timed segments (Whisper fine-tuned on KsponSpeech).
-
-Not registered in ``tasks.TASKS`` yet: the service and the fast-backend export land with the rest of the
-speech issue; training and evaluation already work (``training.asr``).
-"""
+"""Speech recognition: Korean audio -> text and timed segments (Whisper fine-tuned on KsponSpeech or synthetic
+speech; served through CTranslate2 / faster-whisper)."""
 
 from __future__ import annotations
 
@@ -16,3 +13,9 @@ ASR = SpeechSpec(
     base="packaged",
     train_defaults={"synthetic": 300, "epochs": 4, "batch_size": 8, "lr": 1e-4, "freeze": "encoder", "patience": 2},
 )
+
+# Decoding every stage uses (export parity, service, benchmark): greedy, each 30-second window decoded on its own
+# audio (no previous-text prompt, which lets one error repeat through long audio). Whisper's temperature fallback
+# is off: it samples, so the same audio could get two transcripts, and no two libraries sample alike.
+DECODING = {"temperature": 0.0, "condition_on_previous_text": False}
+FAST_DECODING = {**DECODING, "beam_size": 1, "best_of": 1}  # faster-whisper's defaults are beam search

@@ -47,6 +47,11 @@ class ImageClassifierSpec:
         return "image-classification"
 
     @property
+    def export_format(self) -> str:
+        """The format the demo build exports and the service serves."""
+        return "onnx"
+
+    @property
     def num_classes(self) -> int:
         return len(self.labels)
 
@@ -80,6 +85,10 @@ class DetectorSpec:
         return "detection"
 
     @property
+    def export_format(self) -> str:
+        return "onnx"
+
+    @property
     def num_classes(self) -> int:
         return len(self.labels)
 
@@ -92,6 +101,10 @@ class SpeechSpec:
     language: str
     description: str
     synthetic: str  # f(n, seed, held_out) -> (list[float32 16 kHz audio], list[str])
+    window_s: int = 30  # Whisper's window: longer audio is transcribed window after window
+    # The fast path encodes the audio present, rounded up to this step, rather than a window padded to 30 s (the
+    # encoder's cost falls with its input); fine-tuning teaches the model both views.
+    context_step_s: int = 5
     base: str = "packaged"  # "packaged" (the Whisper base that ships as a package), a checkpoint path or a name
     sample_rate: int = 16_000
     max_target_tokens: int = 120
@@ -102,6 +115,16 @@ class SpeechSpec:
     @property
     def kind(self) -> str:
         return "speech"
+
+    @property
+    def export_format(self) -> str:
+        return "ct2"  # CTranslate2, served by faster-whisper
+
+    def context_frames(self, used_frames: int) -> int:
+        """Log-mel frames (100 per second) the fast path encodes for a window whose audio fills
+        ``used_frames``: rounded up to ``context_step_s``, at most one window."""
+        step = self.context_step_s * 100
+        return min(self.window_s * 100, max(1, -(-used_frames // step)) * step)
 
     @property
     def labels(self) -> tuple[str, ...]:

@@ -70,3 +70,59 @@ def test_fine_tuning_runs_and_learns(tiny_base, freeze):
     assert m["n"] == 3 and {"cer", "wer"} <= set(m["zero_shot"]) and {"cer", "wer"} <= set(m["fine_tuned"])
     assert all("val_cer" in row for row in result.fit.history)
     assert result.train_size == 6
+
+
+def test_short_context_is_encoded_alike_in_training_and_in_ctranslate2(tiny_base, tmp_path):
+    """The fast path encodes only the audio a window holds; fine-tuning must see exactly those encoder outputs.
+    Training's encoder on its short log-mel == faster-whisper's (CTranslate2) on the window it pads and trims."""
+    import numpy as np
+    import whisper
+    from faster_whisper.audio import pad_or_trim
+
+    from exporters.whisper import fast_model, save_ct2
+    from tasks.asr import ASR
+    from training.asr import encode, log_mel, short_mel
+    from training.datasets.korean_speech import generate
+    from training.whisper_ct2 import packaged_model_dir
+
+    model = whisper.load_model(str(tiny_base), device="cpu")
+    save_ct2(torch.load(tiny_base), packaged_model_dir(tmp_path / "cache"), tmp_path / "ct2")
+    fast, backend = fast_model(tmp_path / "ct2", ASR, "cpu", "float32", short=True)
+    assert backend == "ctranslate2/cpu-float32"
+    audio = generate(1, seed=3)[0][0]  # 3-5 s of speech
+    mel = short_mel(audio, 80, ASR)
+    assert mel.shape == (80, 500)  # 5 s context, not 30
+    with torch.no_grad():
+        ours = encode(model, mel[None]).numpy()
+        window = log_mel(audio, 80)[None]
+        assert torch.allclose(encode(model, window), model.encoder(window), atol=1e-6)  # same encoder at 30 s
+    theirs = np.array(fast.encode(pad_or_trim(fast.feature_extractor(audio)[:, :-1])))
+    assert theirs.shape == ours.shape == (1, 250, 64)
+    assert np.abs(theirs - ours).max() < 1e-3
+
+
+def test_fine_tuning_reads_a_manifest_of_audio_files(tiny_base, tmp_path):
+    """A CSV manifest of audio files (here FLAC, decoded by ffmpeg) and transcripts, split train / val / test."""
+    import subprocess
+
+    import numpy as np
+
+    from tasks.asr import ASR
+    from training.config import validate
+    from training.datasets.korean_speech import generate
+
+    audio, texts = generate(6, seed=5)
+    rows = ["audio,text"]
+    for i, (a, t) in enumerate(zip(audio, texts, strict=True)):
+        pcm = (np.clip(a, -1, 1) * 32767).astype("<i2").tobytes()
+        cmd = ["ffmpeg", "-loglevel", "error", "-f", "s16le", "-ar", "16000", "-ac", "1", "-i", "-", f"c{i}.flac"]
+        subprocess.run(cmd, input=pcm, cwd=tmp_path, check=True)
+        rows.append(f"c{i}.flac,{t}")
+    (tmp_path / "clips.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    values = {"data": str(tmp_path / "clips.csv"), "epochs": 1, "batch_size": 2, "base": str(tiny_base)}
+    cfg = override(TrainConfig(task="asr"), {**values, "test_fraction": 0.2, "val_fraction": 0.2})
+    validate(cfg)
+    result = train(dataclasses.replace(ASR, max_target_tokens=20), cfg)
+    assert result.source.startswith("manifest:") and result.train_size == 4 and result.metrics["n"] == 1
+    with pytest.raises(ValueError, match="speech manifest"):
+        validate(override(cfg, {"data": str(tmp_path / "c0.flac")}))

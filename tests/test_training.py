@@ -143,15 +143,22 @@ def test_gradcam_highlights_the_decisive_region():
 
 
 def test_every_task_declares_what_every_stage_needs():
-    """Completeness: each registered task has labels, a generator in its kind's shape, a parity tolerance, an
-    exporter and a service."""
+    """Completeness: each registered task has a generator in its kind's shape, labels (image tasks), a parity
+    tolerance, an export format and a service."""
     import importlib.util
 
     from tasks.spec import resolve
 
     for name, spec in TASKS.items():
-        assert spec.num_classes >= 2 and spec.export_atol > 0
         out = resolve(spec.synthetic)(4, seed=0)
+        assert spec.export_format in ("onnx", "ct2")
+        if spec.kind == "speech":
+            audio, texts = out
+            assert len(audio) == len(texts) == 4 and all(a.dtype == np.float32 and a.ndim == 1 for a in audio)
+            assert all(texts) and spec.export_max_cer_diff > 0 and spec.language
+            assert importlib.util.find_spec(f"services.{name}") is not None
+            continue
+        assert spec.num_classes >= 2 and spec.export_atol > 0
         if spec.kind == "detection":
             images, targets, groups = out
             assert len(images) == len(targets) == len(groups) == 4

@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     if spec.kind == "detection":
         from training.detector import train
         from training.store import save_detector as save
+    elif spec.kind == "speech":
+        from training.asr import train
+        from training.store import save_speech as save
     else:
         from training.classifier import train
         from training.store import save_classifier as save
@@ -67,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         tag = save(spec, result, cfg)
     finally:
         result.cleanup()
-    keys = ("n", "accuracy", "precision", "recall", "f1", "roc_auc", "map50", "map50_95")
+    keys = ("n", "accuracy", "precision", "recall", "f1", "roc_auc", "map50", "map50_95", "zero_shot", "fine_tuned")
     print(json.dumps({"tag": tag, "test": {k: result.metrics[k] for k in keys if k in result.metrics}}, indent=2))
     return 0
 

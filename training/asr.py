@@ -2,9 +2,11 @@
 
 Data: synthetic speech (held-out sentences never trained on), KsponSpeech (``--data`` folder of ``.pcm``), or a
 manifest (``--data file.csv|.jsonl``). Loss: cross-entropy on the transcript tokens after the
-``<|startoftranscript|><|ko|><|transcribe|><|notimestamps|>`` prompt. Options: frozen encoder (its outputs are
-then computed once and cached, which makes CPU fine-tuning practical), SpecAugment-style masks, gradient
-accumulation, fp16 on a GPU, early stopping on validation CER. Evaluation: CER (spaces removed) and WER
+``<|startoftranscript|><|ko|><|transcribe|>`` prompt, half the clips with ``<|notimestamps|>`` and half with
+start and end timestamp tokens around the text; half the batches see the encoder's 30-second window, half the
+short context the fast path serves (:meth:`~tasks.spec.SpeechSpec.context_frames`). Options: frozen encoder
+(its outputs are then computed once and cached, which makes CPU fine-tuning practical), SpecAugment-style
+masks, gradient accumulation, fp16 on a GPU, early stopping on validation CER. Evaluation: CER (spaces removed) and WER
 (jiwer), zero-shot and fine-tuned, on the same held-out clips.
 """
 
@@ -61,6 +63,29 @@ def log_mel(audio: np.ndarray, n_mels: int) -> torch.Tensor:
     return whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(audio)), n_mels=n_mels)
 
 
+def short_mel(audio: np.ndarray, n_mels: int, spec: SpeechSpec) -> torch.Tensor:
+    """(n_mels, F) log-mel of the short audio context, exactly as the fast path encodes it: faster-whisper's
+    features of the clip, zero-padded to ``spec.context_frames`` instead of to 30 seconds."""
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    features = FeatureExtractor(feature_size=n_mels)(audio)[:, :-1][:, : spec.window_s * 100]
+    out = np.zeros((n_mels, spec.context_frames(features.shape[1])), np.float32)
+    out[:, : features.shape[1]] = features
+    return torch.from_numpy(out)
+
+
+def encode(model, mel: torch.Tensor) -> torch.Tensor:
+    """Whisper's encoder on (B, n_mels, F) for any F <= 3000 frames (openai-whisper's asserts exactly 3000):
+    the positional embedding is cut to the input, as CTranslate2 does."""
+    enc = model.encoder
+    x = torch.nn.functional.gelu(enc.conv1(mel))
+    x = torch.nn.functional.gelu(enc.conv2(x)).permute(0, 2, 1)
+    x = (x + enc.positional_embedding[: x.shape[1]]).to(x.dtype)
+    for block in enc.blocks:
+        x = block(x)
+    return enc.ln_post(x)
+
+
 def spec_augment(mel: torch.Tensor, rng: np.random.Generator, frames: int) -> torch.Tensor:
     """Two frequency masks (<= 15 bins) and two time masks (<= 5 % of the speech) set to the mel's mean."""
     mel = mel.clone()
@@ -79,7 +104,8 @@ def spec_augment(mel: torch.Tensor, rng: np.random.Generator, frames: int) -> to
 class Clips:
     audio: list[np.ndarray]
     text: list[str]
-    mels: list[torch.Tensor] = field(default_factory=list)
+    mels: list[torch.Tensor] = field(default_factory=list)  # 30-second windows (openai-whisper's view)
+    short: list[torch.Tensor] = field(default_factory=list)  # the fast path's short context
 
 
 def load_clips(spec: SpeechSpec, cfg: TrainConfig) -> tuple[Clips, Clips, Clips, str]:
@@ -166,10 +192,13 @@ def train(spec: SpeechSpec, cfg: TrainConfig) -> SpeechResult:
     train_set, val_set, test_set, source = load_clips(spec, cfg)
     for clips in (train_set, val_set, test_set):
         clips.mels = [log_mel(a, n_mels) for a in tqdm(clips.audio, desc="log-mel", unit="clip", leave=False)]
+    train_set.short = [short_mel(a, n_mels, spec) for a in train_set.audio]
     tokenizer = get_tokenizer(
         model.is_multilingual, num_languages=model.num_languages, language=spec.language, task="transcribe"
     )
-    prompt = list(tokenizer.sot_sequence_including_notimestamps)
+    # Half the clips are taught with timestamps (the service asks for segment times), half without: Whisper's
+    # own recipe, so that fine-tuning keeps both modes.
+    plain, timed = list(tokenizer.sot_sequence_including_notimestamps), list(tokenizer.sot_sequence)
     zero_shot = transcribe(model, test_set.mels, spec.language)
 
     freeze_encoder = cfg.freeze == "encoder"
@@ -178,36 +207,55 @@ def train(spec: SpeechSpec, cfg: TrainConfig) -> SpeechResult:
             p.requires_grad_(False)
         with torch.no_grad():  # a frozen encoder without SpecAugment gives the same features every epoch
             model.encoder.eval()
-            features = [
-                model.encoder(m[None].to(device))[0].cpu()
-                for m in tqdm(train_set.mels, desc="encode (frozen)", unit="clip", leave=False)
-            ]
-    targets = [[*tokenizer.encode(" " + t)[: spec.max_target_tokens], tokenizer.eot] for t in train_set.text]
+            features = {
+                view: [
+                    encode(model, m[None].to(device))[0].cpu()
+                    for m in tqdm(mels, desc=f"encode {view} (frozen)", unit="clip", leave=False)
+                ]
+                for view, mels in (("window", train_set.mels), ("short", train_set.short))
+            }
+    prompts, targets = [], []
+    for i, (audio, text) in enumerate(zip(train_set.audio, train_set.text, strict=True)):
+        tokens = tokenizer.encode(" " + text)[: spec.max_target_tokens]
+        if i % 2:
+            end = min(len(audio) / spec.sample_rate, spec.window_s)
+            stamps = [tokenizer.timestamp_begin, tokenizer.timestamp_begin + round(end / 0.02)]
+            prompts.append(timed)
+            targets.append([stamps[0], *tokens, stamps[1], tokenizer.eot])
+        else:
+            prompts.append(plain)
+            targets.append([*tokens, tokenizer.eot])
     rng = np.random.default_rng(cfg.seed)
 
     def batches():
+        """Each batch one view: 30-second windows or, as often, short contexts of one length (so that they
+        stack); clips of one context length are batched together."""
         order = rng.permutation(len(targets))
-        for n, start in enumerate(range(0, len(order), cfg.batch_size)):
+        order = order[np.argsort([train_set.short[i].shape[1] for i in order], kind="stable")]
+        starts = rng.permutation(range(0, len(order), cfg.batch_size))
+        for n, start in enumerate(starts):
             if cfg.limit_batches and n >= cfg.limit_batches:
                 return
-            yield order[start : start + cfg.batch_size]
+            idx = order[start : start + cfg.batch_size]
+            lengths = [train_set.short[i].shape[1] for i in idx]
+            view = "short" if rng.random() < 0.5 else "window"
+            yield view, idx[np.array(lengths) == lengths[0]] if view == "short" else idx
 
-    def loss_fn(m, idx) -> tuple[torch.Tensor, int]:
+    def loss_fn(m, batch) -> tuple[torch.Tensor, int]:
+        view, idx = batch
         if freeze_encoder:
-            audio_features = torch.stack([features[i] for i in idx]).to(device)
+            audio_features = torch.stack([features[view][i] for i in idx]).to(device)
         else:
+            source = train_set.short if view == "short" else train_set.mels
             mels = [
-                spec_augment(train_set.mels[i], rng, len(train_set.audio[i]) // 160)
-                if cfg.augment
-                else train_set.mels[i]
-                for i in idx
+                spec_augment(source[i], rng, len(train_set.audio[i]) // 160) if cfg.augment else source[i] for i in idx
             ]
-            audio_features = m.encoder(torch.stack(mels).to(device))
-        seqs = [prompt + targets[i] for i in idx]
-        width = max(len(s) for s in seqs) - 1
+            audio_features = encode(m, torch.stack(mels).to(device))
+        seqs = [(prompts[i], prompts[i] + targets[i]) for i in idx]
+        width = max(len(s) for _, s in seqs) - 1
         tokens = torch.full((len(idx), width), tokenizer.eot, dtype=torch.long)
         labels = torch.full((len(idx), width), -100, dtype=torch.long)
-        for row, s in enumerate(seqs):
+        for row, (prompt, s) in enumerate(seqs):
             tokens[row, : len(s) - 1] = torch.tensor(s[:-1])
             labels[row, len(prompt) - 1 : len(s) - 1] = torch.tensor(s[len(prompt) :])
         logits = m.decoder(tokens.to(device), audio_features)

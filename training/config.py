@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+MANIFESTS = (".csv", ".jsonl", ".json")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
     task: str
-    data: str | None = None  # class-per-folder tree (NIH layout); None with synthetic > 0
+    data: str | None = None  # class-per-folder tree (NIH layout), KsponSpeech folder or speech manifest
     synthetic: int = 0  # number of generated training + validation images
     test_size: int = 0  # generated held-out images (0: 20 % of `synthetic`), from `test_seed`
     epochs: int = 10
@@ -88,8 +90,10 @@ def validate(config: TrainConfig) -> None:
     """Reject configurations that cannot train, with a message naming the fix."""
     if (config.data is None) == (config.synthetic <= 0):
         raise ValueError("give exactly one data source: --data DIR or --synthetic N")
-    if config.data is not None and not Path(config.data).is_dir():
-        raise ValueError(f"data folder not found: {config.data}")
+    if config.data is not None and not Path(config.data).exists():
+        raise ValueError(f"data folder not found: {config.data} (speech also reads a .csv / .jsonl manifest)")
+    if config.data is not None and Path(config.data).is_file() and Path(config.data).suffix not in MANIFESTS:
+        raise ValueError(f"{config.data}: a data file must be a speech manifest ({', '.join(MANIFESTS)})")
     if config.freeze not in ("none", "half", "head", "encoder"):
         raise ValueError(f"freeze: expected none, half, head (classifiers) or encoder (speech), got {config.freeze!r}")
     if config.accumulate < 1:

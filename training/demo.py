@@ -1,7 +1,8 @@
 """``python -m training.demo [--force] [TASK ...]``: build the demo models the suite serves.
 
 For each task (default: all registered) whose model store has no entry yet, train on the task's synthetic data
-with its declared defaults, then export ONNX with the parity check. Progress bars show each step.
+with its declared defaults, then export (ONNX; CTranslate2 for speech) with the parity check. Progress bars show
+each step.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from tasks import TASKS
 
 
 def has_entry(task: str) -> bool:
+    """Whether the store holds an entry of ``task`` with the export its service serves."""
     import bentoml
     from bentoml.exceptions import NotFound
 
@@ -20,7 +22,7 @@ def has_entry(task: str) -> bool:
         entries = bentoml.models.list(task)
     except NotFound:
         return False
-    return any(m.info.metadata.get("files", {}).get("model.onnx") for m in entries)
+    return any(m.info.metadata.get(f"export_{TASKS[task].export_format}") for m in entries)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{task}: the store has an exported entry; skipping (--force retrains)")
             continue
         print(f"{task}: training the demo model (synthetic data, defaults from tasks/{task}.py)")
-        if train_main([task]) != 0 or export_main([task, "--format", "onnx"]) != 0:
+        if train_main([task]) != 0 or export_main([task, "--format", TASKS[task].export_format]) != 0:
             return 1
     return 0
 

@@ -119,3 +119,37 @@ def save_detector(spec, result, cfg) -> str:
     }
     kind = "synthetic" if cfg.synthetic else ("yolo" if result.data.source.startswith("yolo:") else "figshare")
     return write_entry(spec, cfg, metadata, {"model.pt": result.weights}, kind)
+
+
+def save_speech(spec, result, cfg) -> str:
+    """Write a fine-tuned Whisper as ``model.pt`` (openai-whisper checkpoint, float16 weights) in a new entry."""
+    import dataclasses
+    import tempfile
+
+    import torch
+    import whisper
+
+    model = result.model
+    metadata = {
+        **provenance(spec, cfg, openai_whisper=whisper.__version__),
+        "language": spec.language,
+        "sample_rate": spec.sample_rate,
+        "arch": dataclasses.asdict(model.dims),
+        "metrics": {"test": result.metrics, "held_out": result.source},
+        "training": {
+            "best_epoch": result.fit.best_epoch,
+            "epochs_run": result.fit.epochs_run,
+            "stopped_early": result.fit.stopped_early,
+            "seconds": round(result.fit.seconds, 1),
+            "history": result.fit.history,
+            "train_size": result.train_size,
+            "base": cfg.base or spec.base,
+        },
+        "dataset": {"source": result.source},
+    }
+    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.pt"
+        torch.save({"dims": dataclasses.asdict(model.dims), "model_state_dict": state}, path)
+        kind = "synthetic" if cfg.synthetic else ("manifest" if Path(cfg.data).is_file() else "kspon")
+        return write_entry(spec, cfg, metadata, {"model.pt": path}, kind)
