@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, help="requests per service row (default 400; speech 48)")
     parser.add_argument("--concurrency", help="comma-separated client concurrencies (default 1,8,32; speech 1,4)")
     parser.add_argument("--seconds", type=float, default=3.0, help="time per floor row")
+    parser.add_argument("--clips", type=int, default=24, help="speech: held-out clips per row")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if speech:
         from benchmarks import speech as bench
 
-        clips, refs = bench.sample_clips(spec)
+        clips, refs = bench.sample_clips(spec, args.clips)
         rows = bench.floor_rows(spec, entry, clips, refs, args.device)
         rows += bench.service_rows(spec, clips, refs, args.device, concurrencies, requests, model_arg)
         notes = [f"model {entry.tag}", *bench.summary(rows, args.device)]

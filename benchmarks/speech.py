@@ -63,7 +63,7 @@ def _row(path: str, backend: str, latencies: list[float], hyps: list[str], refs:
 def floor_rows(spec, entry, clips: list[np.ndarray], refs: list[str], device: str) -> list[dict]:
     import whisper
 
-    from exporters.whisper import fast_model, fast_transcribe, torch_transcribe
+    from tasks.speech import fast_model, fast_transcribe, torch_transcribe
     from tasks.store import verified_file
 
     audio_s = sum(len(c) for c in clips) / spec.sample_rate

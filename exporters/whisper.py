@@ -122,51 +122,6 @@ def alignment_heads_for(base: str, dims: dict) -> list[list[int]] | None:
     return [[layer, head] for layer in range(n // 2, n) for head in range(h)]
 
 
-def fast_model(ct2_dir: Path, spec, device: str = "auto", compute_type: str = "auto", threads: int = 0, short=True):
-    """faster-whisper over a CTranslate2 folder, encoding short contexts (``short``; see
-    :meth:`~tasks.spec.SpeechSpec.context_frames`) or 30-second windows. ``auto`` compute type: float32 on a CPU
-    (the transcripts PyTorch gives; int8 is faster still but changes some), float16 on a GPU."""
-    import torch
-    from faster_whisper import WhisperModel
-
-    class ShortContextWhisper(WhisperModel):
-        def encode(self, features: np.ndarray):
-            # faster-whisper zero-pads the log-mel of a window shorter than 30 s to 3000 frames; encode only the
-            # frames that hold audio, rounded up to the context step (real log-mel values are never exactly 0)
-            used = np.flatnonzero((features != 0).any(axis=tuple(range(features.ndim - 1))))
-            frames = spec.context_frames(int(used[-1]) + 1 if len(used) else 1)
-            return super().encode(np.ascontiguousarray(features[..., :frames]))
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if compute_type == "auto":
-        compute_type = "float16" if device == "cuda" else "float32"
-    cls = ShortContextWhisper if short else WhisperModel
-    model = cls(str(ct2_dir), device=device, compute_type=compute_type, cpu_threads=threads)
-    return model, f"ctranslate2/{device}-{compute_type}" + ("" if short else "-30s")
-
-
-def fast_transcribe(model, audio: np.ndarray, language: str, word_timestamps: bool = False) -> tuple[str, list]:
-    """(text, segments) from faster-whisper with the suite's decoding options (greedy, window by window)."""
-    from tasks.asr import FAST_DECODING
-
-    segments, _ = model.transcribe(
-        audio, language=language, vad_filter=False, word_timestamps=word_timestamps, **FAST_DECODING
-    )
-    segments = list(segments)
-    return "".join(s.text for s in segments).strip(), segments
-
-
-def torch_transcribe(model, audio: np.ndarray, language: str) -> str:
-    """openai-whisper's own ``transcribe`` with the same options (the eager PyTorch reference)."""
-    from tasks.asr import DECODING
-
-    fp16 = next(model.parameters()).device.type == "cuda"
-    result = model.transcribe(audio, language=language, fp16=fp16, **DECODING)
-    # the segments' text, as faster-whisper joins it: result["text"] keeps special tokens a model emits mid-text
-    return "".join(s["text"] for s in result["segments"]).strip()
-
-
 def export_speech(spec, entry, n: int = 16, device: str = "cpu") -> dict:
     """``model.pt`` -> ``ct2/`` (float16 weights) in the same entry, then the same held-out clips through
     openai-whisper's ``transcribe`` and faster-whisper: their CERs against the references may differ by at most
@@ -176,6 +131,7 @@ def export_speech(spec, entry, n: int = 16, device: str = "cpu") -> dict:
     import whisper
 
     from tasks.spec import resolve
+    from tasks.speech import fast_model, fast_transcribe, torch_transcribe
     from tasks.store import record, sha256_file, verified_file
     from training.asr import cer
     from training.whisper_ct2 import packaged_model_dir

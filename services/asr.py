@@ -118,8 +118,8 @@ class Asr:
     def __init__(self) -> None:
         from starlette.formparsers import MultiPartParser
 
-        from exporters.whisper import fast_model
         from tasks.audio import ffmpeg_path
+        from tasks.speech import fast_model
         from tasks.store import entry_for_task, verified_file
 
         self.ready = False
@@ -152,7 +152,7 @@ class Asr:
 
     def run(self, audio: np.ndarray, words: bool) -> list[Segment]:
         """Transcribe (on a worker thread: CTranslate2 releases the GIL)."""
-        from exporters.whisper import fast_transcribe
+        from tasks.speech import fast_transcribe
 
         start = time.perf_counter()
         _, segments = fast_transcribe(self.model, audio, TASK.language, word_timestamps=words)

@@ -86,6 +86,23 @@ def tumor_server(tumor_store):
     stop_server(proc)
 
 
+@pytest.fixture(scope="session")
+def asr_store(tmp_path_factory) -> dict[str, str]:
+    """A private store with the packaged Whisper base after one fine-tuning step, exported to CTranslate2 (whose
+    parity check then serves 30-second windows: one step does not teach short contexts)."""
+    home = tmp_path_factory.mktemp("bentoml-home-asr")
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    steps = [
+        "training asr --synthetic 6 --test-size 2 --epochs 1 --batch-size 2 --limit-batches 1",
+        "exporters asr --format ct2 -n 3",
+    ]
+    for step in steps:
+        r = subprocess.run([sys.executable, "-m", *step.split()], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-3000:]
+    assert "passed parity" in r.stdout
+    return env
+
+
 def entry_metadata(env: dict[str, str], tag: str) -> dict:
     """A store entry's metadata as `bentoml models get TAG -o json` shows it."""
     import json

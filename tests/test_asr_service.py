@@ -8,34 +8,18 @@ import base64
 import io
 import os
 import subprocess
-import sys
 import wave
 
 import httpx
 import numpy as np
 import pytest
 
-from benchmarks.server import ROOT, start_server, stop_server
+from benchmarks.server import start_server, stop_server
 from tests.conftest import entry_metadata, png_bytes
 
 pytestmark = pytest.mark.http
 ROUTE = "/v1/asr/transcribe"
 SR = 16_000
-
-
-@pytest.fixture(scope="module")
-def asr_store(tmp_path_factory) -> dict[str, str]:
-    home = tmp_path_factory.mktemp("bentoml-home-asr")
-    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
-    steps = [
-        "training asr --synthetic 6 --test-size 2 --epochs 1 --batch-size 2 --limit-batches 1",
-        "exporters asr --format ct2 -n 3",
-    ]
-    for step in steps:
-        r = subprocess.run([sys.executable, "-m", *step.split()], cwd=ROOT, env=env, capture_output=True, text=True)
-        assert r.returncode == 0, r.stderr[-3000:]
-    assert "passed parity" in r.stdout
-    return env
 
 
 @pytest.fixture(scope="module")

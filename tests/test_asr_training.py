@@ -79,8 +79,9 @@ def test_short_context_is_encoded_alike_in_training_and_in_ctranslate2(tiny_base
     import whisper
     from faster_whisper.audio import pad_or_trim
 
-    from exporters.whisper import fast_model, save_ct2
+    from exporters.whisper import save_ct2
     from tasks.asr import ASR
+    from tasks.speech import fast_model
     from training.asr import encode, log_mel, short_mel
     from training.datasets.korean_speech import generate
     from training.whisper_ct2 import packaged_model_dir

@@ -69,3 +69,17 @@ def test_tumor_benchmark_compares_onnx_pytorch_and_ultralytics(tumor_store, tmp_
     services = [row for row in doc["rows"] if row["path"] == "service"]
     assert len(services) == 4 and all(row["errors"] == 0 for row in services)
     assert any("ultralytics predict" in note for note in doc["notes"])
+
+
+def test_speech_benchmark_compares_openai_whisper_ctranslate2_and_the_service(asr_store, tmp_path):
+    cmd = [sys.executable, "-m", "benchmarks", "asr", "--clips", "3", "--requests", "4", "--out", str(tmp_path)]
+    cmd += ["--concurrency", "1,2"]
+    r = subprocess.run(cmd, cwd=ROOT, env=asr_store, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads((tmp_path / "asr-cpu.json").read_text())
+    floors = {row["backend"]: row for row in doc["rows"] if row["path"] == "floor"}
+    assert {"openai-whisper/cpu", "ctranslate2/cpu-float32", "ctranslate2/cpu-float32-30s"} <= set(floors)
+    assert all(row["cer"] >= 0 and row["n"] == 3 for row in floors.values())
+    services = [row for row in doc["rows"] if row["path"] == "service"]
+    assert [row["concurrency"] for row in services] == [1, 2] and all(row["errors"] == 0 for row in services)
+    assert any("openai-whisper transcribe" in note for note in doc["notes"])
