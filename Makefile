@@ -22,7 +22,7 @@ setup: debian $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[serve,malaria,tumor,asr,train,export,dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[serve,malaria,tumor,asr,keyphrase,train,export,dev]'
 	@touch $(STAMP)
 
 debian:
@@ -60,7 +60,7 @@ test-gpu: setup
 BENCH_STAMP := $(VENV)/.installed-bench
 
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[serve,malaria,tumor,asr,train,export,dev,bench]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[serve,malaria,tumor,asr,keyphrase,train,export,dev,bench]'
 	@touch $(BENCH_STAMP)
 
 bench: models $(BENCH_STAMP)

@@ -129,3 +129,34 @@ class SpeechSpec:
     @property
     def labels(self) -> tuple[str, ...]:
         return ()  # a transcript, not classes
+
+
+@dataclass(frozen=True)
+class TaggerSpec:
+    """A token-tagging task: a BERT-like encoder with a B / I / O head; text in, character spans out.
+
+    ``synthetic`` names a generator ``f(n, seed, held_out) -> list[Doc]`` (:mod:`training.datasets.abstracts`).
+    Long texts run through overlapping windows of ``max_length`` tokens that share ``stride`` tokens.
+    """
+
+    name: str
+    description: str
+    synthetic: str
+    labels: tuple[str, ...] = ("O", "B", "I")
+    base: str = "packaged"  # all-MiniLM-L6-v2 from its package, a local model folder, or a transformers name
+    max_length: int = 256
+    stride: int = 64
+    export_atol: float = 1e-3  # max |p_onnx - p_torch| over held-out windows
+    train_defaults: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return "token-tagging"
+
+    @property
+    def export_format(self) -> str:
+        return "onnx"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)

@@ -1,0 +1,16 @@
+"""Keyphrase extraction: text (English or Korean) -> ranked keyphrases with character offsets (BIO tagging).
+
+Not registered in ``tasks.TASKS`` yet: the export and the service land with the rest of the keyphrase issue;
+data, tagging and evaluation already work (``training.tagger``).
+"""
+
+from __future__ import annotations
+
+from tasks.spec import TaggerSpec
+
+KEYPHRASE = TaggerSpec(
+    name="keyphrase",
+    description="Text (English or Korean) -> ranked keyphrases with character offsets and scores (BERT tagging).",
+    synthetic="training.datasets.abstracts:generate",
+    train_defaults={"synthetic": 600, "epochs": 4, "batch_size": 16, "lr": 1e-4, "patience": 2},
+)
