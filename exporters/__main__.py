@@ -35,6 +35,8 @@ def export(task: str, fmt: str, tag: str | None = None, images: str | None = Non
         return export_speech(spec, entry, n)
     if spec.kind == "detection":
         return export_detector(spec, entry, fmt, n)
+    if spec.kind == "token-tagging":
+        return export_tagger(spec, entry, fmt, n)
     model = from_checkpoint(verified_file(entry, "model.pt"))
     x = model_inputs(spec, meta, validation_images(spec, images, n, seed=meta["config"]["test_seed"] + 1))
     onnx_path = Path(entry.path) / "model.onnx"
@@ -106,6 +108,31 @@ def export_detector(spec, entry, fmt: str, n: int) -> dict:
     return report
 
 
+def export_tagger(spec, entry, fmt: str, n: int) -> dict:
+    """Token taggers: ONNX with softmax in the graph, checked on the windows of ``n`` held-out documents."""
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from exporters import tagger
+    from tasks.spec import resolve
+    from tasks.store import record, sha256_file
+
+    if fmt != "onnx":
+        raise ValueError(f"{spec.name} exports to onnx only")
+    model = AutoModelForTokenClassification.from_pretrained(str(entry.path)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(entry.path))
+    docs = resolve(spec.synthetic)(n, seed=entry.info.metadata["config"]["test_seed"] + 1, held_out=True)
+    out = Path(entry.path) / "model.onnx"
+    tagger.export_onnx(model, spec, str(entry.tag), out)
+    try:
+        report = tagger.validate(model, out, tokenizer, [d.text for d in docs], spec, spec.export_atol)
+    except Exception:
+        out.unlink(missing_ok=True)
+        raise
+    report.update(file="model.onnx", opset=tagger.OPSET, n_docs=len(docs))
+    record(entry, "export_onnx", report, files={"model.onnx": sha256_file(out)})
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m exporters", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -139,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(
         f"{args.format} export of {name} passed parity: "
-        f"max difference {report['max_abs_diff']:.2e} <= {report['atol']:g} over {report['n_images']} images"
+        f"max difference {report['max_abs_diff']:.2e} <= {report['atol']:g} over "
+        + (f"{report['n_docs']} documents" if "n_docs" in report else f"{report['n_images']} images")
     )
     return 0
 

@@ -1,8 +1,4 @@
-"""Keyphrase extraction: text (English or Korean) -> ranked keyphrases with character offsets (BIO tagging).
-
-Not registered in ``tasks.TASKS`` yet: the export and the service land with the rest of the keyphrase issue;
-data, tagging and evaluation already work (``training.tagger``).
-"""
+"""Keyphrase extraction: text (English or Korean) -> ranked keyphrases with character offsets (BIO tagging)."""
 
 from __future__ import annotations
 

@@ -103,6 +103,21 @@ def asr_store(tmp_path_factory) -> dict[str, str]:
     return env
 
 
+@pytest.fixture(scope="session")
+def keyphrase_store(tmp_path_factory) -> dict[str, str]:
+    """A private store with the packaged MiniLM fine-tuned briefly as a keyphrase tagger, exported to ONNX."""
+    home = tmp_path_factory.mktemp("bentoml-home-keyphrase")
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", "HF_HUB_OFFLINE": "1"}
+    steps = [
+        "training keyphrase --synthetic 60 --test-size 6 --epochs 1 --batch-size 8 --lr 1e-4",
+        "exporters keyphrase --format onnx -n 4",
+    ]
+    for step in steps:
+        r = subprocess.run([sys.executable, "-m", *step.split()], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-3000:]
+    return env
+
+
 def entry_metadata(env: dict[str, str], tag: str) -> dict:
     """A store entry's metadata as `bentoml models get TAG -o json` shows it."""
     import json

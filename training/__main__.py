@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     elif spec.kind == "speech":
         from training.asr import train
         from training.store import save_speech as save
+    elif spec.kind == "token-tagging":
+        from training.store import save_tagger as save
+        from training.tagger import train
     else:
         from training.classifier import train
         from training.store import save_classifier as save
@@ -70,7 +73,21 @@ def main(argv: list[str] | None = None) -> int:
         tag = save(spec, result, cfg)
     finally:
         result.cleanup()
-    keys = ("n", "accuracy", "precision", "recall", "f1", "roc_auc", "map50", "map50_95", "zero_shot", "fine_tuned")
+    keys = (
+        "n",
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "roc_auc",
+        "map50",
+        "map50_95",
+        "zero_shot",
+        "fine_tuned",
+        "tagger",
+        "yake",
+        "keybert",
+    )
     print(json.dumps({"tag": tag, "test": {k: result.metrics[k] for k in keys if k in result.metrics}}, indent=2))
     return 0
 

@@ -153,3 +153,33 @@ def save_speech(spec, result, cfg) -> str:
         torch.save({"dims": dataclasses.asdict(model.dims), "model_state_dict": state}, path)
         kind = "synthetic" if cfg.synthetic else ("manifest" if Path(cfg.data).is_file() else "kspon")
         return write_entry(spec, cfg, metadata, {"model.pt": path}, kind)
+
+
+def save_tagger(spec, result, cfg) -> str:
+    """Write a fine-tuned token tagger (transformers ``save_pretrained`` files: weights, config, tokenizer) as a
+    new store entry."""
+    import tempfile
+
+    import transformers
+
+    metadata = {
+        **provenance(spec, cfg, transformers=transformers.__version__),
+        "max_length": spec.max_length,
+        "stride": spec.stride,
+        "arch": {"base": cfg.base or spec.base, "num_labels": spec.num_classes},
+        "metrics": {"test": result.metrics, "held_out": result.source},
+        "training": {
+            "best_epoch": result.fit.best_epoch,
+            "epochs_run": result.fit.epochs_run,
+            "stopped_early": result.fit.stopped_early,
+            "seconds": round(result.fit.seconds, 1),
+            "history": result.fit.history,
+            "sizes": result.sizes,
+        },
+        "dataset": {"source": result.source},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        result.model.save_pretrained(tmp)
+        result.tokenizer.save_pretrained(tmp)
+        files = {p.name: p for p in sorted(Path(tmp).iterdir()) if p.is_file()}
+        return write_entry(spec, cfg, metadata, files, "synthetic" if cfg.synthetic else "jsonl")
