@@ -37,7 +37,8 @@ debian:
 models: setup
 	$(BIN)/python -m training.demo $(if $(FORCE),--force,)
 
-# Every task on its own port from PORT on (malaria PORT, tumor PORT+1, asr PORT+2); TASKS="tumor" serves a subset.
+# Every task on its own port from PORT on (malaria PORT, tumor PORT+1, asr PORT+2, keyphrase PORT+3);
+# TASKS="tumor" serves a subset.
 serve: models
 	$(BIN)/python -m services --host $(HOST) --port $(PORT) $(TASKS)
 
@@ -64,7 +65,7 @@ $(BENCH_STAMP): $(STAMP)
 	@touch $(BENCH_STAMP)
 
 bench: models $(BENCH_STAMP)
-	@for t in $(or $(TASKS),malaria tumor asr); do $(BIN)/python -m benchmarks $$t || exit 1; done
+	@for t in $(or $(TASKS),malaria tumor asr keyphrase); do $(BIN)/python -m benchmarks $$t || exit 1; done
 
 format: setup
 	$(BIN)/ruff format .

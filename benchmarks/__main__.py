@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
-    from benchmarks import detector, image_classifier
+    from benchmarks import detector, image_classifier, tagger
     from benchmarks.harness import service_rows
     from benchmarks.report import write
     from tasks.store import get_entry
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             return 3
     spec = get_task(args.task)
     speech = spec.kind == "speech"
-    bench = detector if spec.kind == "detection" else image_classifier
+    bench = {"detection": detector, "token-tagging": tagger}.get(spec.kind, image_classifier)
     try:
         entry = get_entry(args.tag or f"{args.task}:latest")
     except FileNotFoundError as e:
@@ -63,9 +63,14 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(notes))
         print(f"wrote {path} and {path.with_suffix('.md')}")
         return 0
-    pngs = bench.sample_images(spec)
-    rows = bench.floor_rows(spec, entry, pngs, args.device, args.seconds)
-    rows += service_rows(args.task, bench.ROUTE, pngs, args.device, concurrencies, requests, model_arg)
+    if spec.kind == "token-tagging":
+        payloads, content_type = bench.sample_texts(spec), bench.CONTENT_TYPE
+    else:
+        payloads, content_type = bench.sample_images(spec), None
+    rows = bench.floor_rows(spec, entry, payloads, args.device, args.seconds)
+    rows += service_rows(
+        args.task, bench.ROUTE, payloads, args.device, concurrencies, requests, model_arg, content_type
+    )
     notes = [f"model {entry.tag}", *bench.summary(rows, concurrencies)]
     path = write(args.task, args.device, rows, args.out, notes)
     print("\n".join(notes))

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from benchmarks.load import multipart_request, run_load
+from benchmarks.load import multipart_request, raw_request, run_load
 from benchmarks.report import row
 from benchmarks.server import start_server, stop_server
 
@@ -26,20 +26,26 @@ def time_calls(step: Callable[[], object], seconds: float, min_iters: int = 10, 
 def service_rows(
     task: str,
     route: str,
-    pngs: list[bytes],
+    payloads: list[bytes],
     device: str,
     concurrencies: list[int],
     requests: int,
-    env: dict[str, str] | None = None,
+    args: dict[str, object] | None = None,
+    content_type: str | None = None,
 ) -> list[dict]:
+    """The service at each concurrency with adaptive batching on and off. Payloads go as multipart images, or
+    as raw bodies of ``content_type``; ``args`` are extra service arguments (``model_tag``)."""
     rows = []
     for batching in (True, False):
-        proc, url, _ = start_server(task, {"batching": batching, "device": device}, env=env)
+        proc, url, _ = start_server(task, {"batching": batching, "device": device, **(args or {})})
         try:
             host, port = "127.0.0.1", int(url.rsplit(":", 1)[1])
             path = f"/v1/{task}/{route}"
-            reqs = [multipart_request(host, port, path, "image", f"cell{i}.png", b) for i, b in enumerate(pngs)]
-            backend = served_backend(url + path, pngs[0])
+            if content_type is None:
+                reqs = [multipart_request(host, port, path, "image", f"i{i}.png", b) for i, b in enumerate(payloads)]
+            else:
+                reqs = [raw_request(host, port, path, b, content_type) for b in payloads]
+            backend = served_backend(url + path, payloads[0], content_type or "image/png")
             for c in concurrencies:
                 asyncio.run(run_load(host, port, reqs, c, max(20, 2 * c)))  # warm-up, connections, batching
                 total = max(requests, 10 * c)
@@ -66,12 +72,12 @@ def service_rows(
     return rows
 
 
-def served_backend(url: str, png: bytes) -> str:
+def served_backend(url: str, payload: bytes, content_type: str = "image/png") -> str:
     """The backend the service chose, as it reports it (``onnxruntime/cpu``, ``pytorch/cuda``, ...)."""
     import json
     import urllib.request
 
-    req = urllib.request.Request(url, data=png, headers={"Content-Type": "image/png"}, method="POST")
+    req = urllib.request.Request(url, data=payload, headers={"Content-Type": content_type}, method="POST")
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.load(r)["backend"]
 

@@ -83,3 +83,18 @@ def test_speech_benchmark_compares_openai_whisper_ctranslate2_and_the_service(as
     services = [row for row in doc["rows"] if row["path"] == "service"]
     assert [row["concurrency"] for row in services] == [1, 2] and all(row["errors"] == 0 for row in services)
     assert any("openai-whisper transcribe" in note for note in doc["notes"])
+
+
+def test_keyphrase_benchmark_compares_onnx_and_pytorch(keyphrase_store, tmp_path):
+    cmd = [sys.executable, "-m", "benchmarks", "keyphrase", "--requests", "8", "--concurrency", "1,2"]
+    cmd += ["--seconds", "0.2", "--out", str(tmp_path)]
+    r = subprocess.run(cmd, cwd=ROOT, env=keyphrase_store, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads((tmp_path / "keyphrase-cpu.json").read_text())
+    floors = {(row["backend"], row["batch"], row["input"]) for row in doc["rows"] if row["path"] == "floor"}
+    assert floors == {
+        (b, n, i) for b in ("onnxruntime/cpu", "pytorch/cpu") for n in (1, 32) for i in ("text", "tokens")
+    }
+    services = [row for row in doc["rows"] if row["path"] == "service"]
+    assert len(services) == 4 and all(row["errors"] == 0 and row["backend"] == "onnxruntime/cpu" for row in services)
+    assert any("ONNX Runtime vs PyTorch eager" in note for note in doc["notes"])
