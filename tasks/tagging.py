@@ -35,7 +35,7 @@ def window_starts(n_tokens: int, width: int, stride: int) -> list[int]:
 
 
 def encode(tokenizer, text: str, max_length: int, stride: int) -> Encoded:
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)  # windows follow
     ids = np.asarray(enc["input_ids"], np.int64)
     offsets = np.asarray(enc["offset_mapping"], np.int64).reshape(-1, 2)
     width = max_length - 2
