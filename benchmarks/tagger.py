@@ -1,8 +1,9 @@
 """Benchmark of a token-tagging task: floors in process, then the service over HTTP.
 
-Floors: ONNX Runtime and PyTorch eager, one 256-token window (batch 1) and 32 windows (batch 32), from text
-(tokenise, windows, model, spans, ranking: everything the service does but HTTP) and from ready token ids (the
-model alone). Service: concurrency 1 / 8 / 32 with adaptive batching on and off, the same held-out abstracts.
+Floors: ONNX Runtime and PyTorch eager, from text (one abstract or 32 at a time, cycling through the same
+abstracts as the service; tokenise, windows, model, spans, ranking: everything the service does but HTTP) and
+from ready token ids (one or 32 windows of 256 tokens: the model alone). Service: concurrency 1 / 8 / 32 with
+adaptive batching on and off, the same held-out abstracts.
 """
 
 from __future__ import annotations
@@ -45,9 +46,11 @@ def floor_rows(spec: TaggerSpec, entry, texts: list[bytes], device: str, seconds
         for batch in (1, 32):
             ids = np.full((batch, spec.max_length), 1000, np.int64)  # a full window of ordinary tokens
             mask = np.ones_like(ids)
-            chunk = [decoded[i % len(decoded)] for i in range(batch)]
+            turn = iter(range(10**9))
 
-            def from_text(chunk=chunk, run=run) -> None:
+            def from_text(batch=batch, run=run, turn=turn) -> None:
+                first = next(turn) * batch  # a different abstract each call, as the service sees them
+                chunk = [decoded[(first + i) % len(decoded)] for i in range(batch)]
                 encoded = [tagging.encode(tokenizer, t, spec.max_length, spec.stride) for t in chunk]
                 windows = [w for e in encoded for w in e.ids]
                 probs = run(*tagging.pad(windows, tokenizer.pad_token_id))

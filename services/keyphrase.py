@@ -25,7 +25,7 @@ from tasks import get_task, tagging
 from tasks.images import InputError
 
 TASK = get_task("keyphrase")
-BUCKETS = (32, 64, 128, 256)  # window lengths (tokens) a request is padded to
+BUCKETS = tuple(range(32, 257, 32))  # window lengths a request is padded to: at most 31 padding tokens
 
 
 class ServiceArgs(BaseModel):
