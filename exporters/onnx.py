@@ -19,7 +19,6 @@ def export_onnx(model, spec: ImageClassifierSpec, meta: dict, tag: str, path: Pa
 
     Input ``images`` (N, 3, S, S) float32, output ``probabilities`` (N, C) float32; N is dynamic.
     """
-    import onnx
     import torch
 
     size = meta["input_size"]
@@ -43,7 +42,6 @@ def export_onnx(model, spec: ImageClassifierSpec, meta: dict, tag: str, path: Pa
         opset_version=OPSET,
         dynamo=False,
     )
-    proto = onnx.load(str(path))
     props = {
         "task": spec.name,
         "model_tag": tag,
@@ -52,6 +50,14 @@ def export_onnx(model, spec: ImageClassifierSpec, meta: dict, tag: str, path: Pa
         "normalization": json.dumps(meta["normalization"]),
         "input_layout": "NCHW float32, RGB",
     }
+    set_metadata(path, props)
+
+
+def set_metadata(path: Path, props: dict[str, str]) -> None:
+    """Replace the ONNX file's ``metadata_props`` with ``props`` and check the model."""
+    import onnx
+
+    proto = onnx.load(str(path))
     del proto.metadata_props[:]
     for k, v in props.items():
         proto.metadata_props.add(key=k, value=v)

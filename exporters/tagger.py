@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from exporters.onnx import set_metadata
 from exporters.validate import ParityError
 from tasks import tagging
 from tasks.spec import TaggerSpec
@@ -18,7 +19,6 @@ INPUTS, OUTPUT = ("input_ids", "attention_mask"), "probabilities"
 
 
 def export_onnx(model, spec: TaggerSpec, tag: str, path: Path) -> None:
-    import onnx
     import torch
 
     class WithSoftmax(torch.nn.Module):
@@ -41,7 +41,6 @@ def export_onnx(model, spec: TaggerSpec, tag: str, path: Path) -> None:
         opset_version=OPSET,
         dynamo=False,
     )
-    proto = onnx.load(str(path))
     props = {
         "task": spec.name,
         "model_tag": tag,
@@ -49,11 +48,7 @@ def export_onnx(model, spec: TaggerSpec, tag: str, path: Path) -> None:
         "max_length": str(spec.max_length),
         "stride": str(spec.stride),
     }
-    del proto.metadata_props[:]
-    for k, v in props.items():
-        proto.metadata_props.add(key=k, value=v)
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
+    set_metadata(path, props)
 
 
 class OnnxTagger:

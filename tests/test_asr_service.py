@@ -5,16 +5,15 @@ through ffmpeg, 30-second windows, word timestamps, silence, and every bad input
 from __future__ import annotations
 
 import base64
-import io
 import os
 import subprocess
-import wave
 
 import httpx
 import numpy as np
 import pytest
 
 from benchmarks.server import start_server, stop_server
+from benchmarks.speech import wav_bytes as speech_wav
 from tests.conftest import entry_metadata, png_bytes
 
 pytestmark = pytest.mark.http
@@ -31,13 +30,7 @@ def client(asr_store):
 
 
 def wav_bytes(audio: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SR)
-        w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
-    return buf.getvalue()
+    return speech_wav(audio, SR)
 
 
 def encode(wav: bytes, fmt: str) -> bytes:

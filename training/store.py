@@ -51,6 +51,17 @@ def provenance(spec, cfg, **versions: str) -> dict:
     }
 
 
+def fit_summary(fit) -> dict:
+    """What every entry records of a :class:`~training.fit.FitResult`."""
+    return {
+        "best_epoch": fit.best_epoch,
+        "epochs_run": fit.epochs_run,
+        "stopped_early": fit.stopped_early,
+        "seconds": round(fit.seconds, 1),
+        "history": fit.history,
+    }
+
+
 def write_entry(spec, cfg, metadata: dict, files: dict[str, Path], data_kind: str) -> str:
     """Create ``<name>:<version>`` with ``metadata``, copy ``files`` (entry name -> source path) in and record
     their SHA-256. Returns the tag."""
@@ -137,11 +148,7 @@ def save_speech(spec, result, cfg) -> str:
         "arch": dataclasses.asdict(model.dims),
         "metrics": {"test": result.metrics, "held_out": result.source},
         "training": {
-            "best_epoch": result.fit.best_epoch,
-            "epochs_run": result.fit.epochs_run,
-            "stopped_early": result.fit.stopped_early,
-            "seconds": round(result.fit.seconds, 1),
-            "history": result.fit.history,
+            **fit_summary(result.fit),
             "train_size": result.train_size,
             "base": cfg.base or spec.base,
         },
@@ -169,11 +176,7 @@ def save_tagger(spec, result, cfg) -> str:
         "arch": {"base": cfg.base or spec.base, "num_labels": spec.num_classes},
         "metrics": {"test": result.metrics, "held_out": result.source},
         "training": {
-            "best_epoch": result.fit.best_epoch,
-            "epochs_run": result.fit.epochs_run,
-            "stopped_early": result.fit.stopped_early,
-            "seconds": round(result.fit.seconds, 1),
-            "history": result.fit.history,
+            **fit_summary(result.fit),
             "sizes": result.sizes,
         },
         "dataset": {"source": result.source},
