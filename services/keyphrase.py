@@ -124,6 +124,7 @@ class Keyphrase:
         delay = ARGS.max_delay_ms if ARGS.batching else 0.0
         self.batchers = {n: AdaptiveBatcher(self.run, size, delay, observer(TASK.name)) for n in BUCKETS}
         self.run(np.ones((1, 2, BUCKETS[0]), np.int64))  # warm-up before reporting ready
+        tagging.normalise("warm-up")  # loads the stemmer now, not on the first request
         self.ready = True
 
     async def __is_ready__(self) -> bool:
