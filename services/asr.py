@@ -130,13 +130,12 @@ class Asr:
         files = [name for name in entry.info.metadata.get("files", {}) if name.startswith("ct2/")]
         if not files:
             raise FileNotFoundError(f"{entry.tag} has no ct2 export: run `python -m exporters asr --format ct2`")
-        for name in files:
-            verified_file(entry, name)
+        paths = {name: verified_file(entry, name) for name in files}
         self.tag = str(entry.tag)
         # short contexts only where the export validated them for this model
         short = ARGS.short_context and bool(entry.info.metadata["export_ct2"].get("short_context"))
         self.model, self.backend = fast_model(
-            verified_file(entry, "ct2/model.bin").parent,
+            paths["ct2/model.bin"].parent,
             TASK,
             ARGS.device,
             ARGS.compute_type,

@@ -8,6 +8,7 @@ batcher per window length bucket).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Literal
@@ -25,6 +26,7 @@ from tasks import get_task, tagging
 from tasks.images import InputError
 
 TASK = get_task("keyphrase")
+LONG_TEXT = 2_000  # characters
 BUCKETS = tuple(range(32, 257, 32))  # window lengths a request is padded to: at most 31 padding tokens
 
 
@@ -114,11 +116,10 @@ class Keyphrase:
             raise FileNotFoundError(
                 f"{entry.tag} has no ONNX export: run `python -m exporters keyphrase --format onnx`"
             )
-        for name in files:
-            verified_file(entry, name)
+        paths = {name: verified_file(entry, name) for name in files}  # every file, tokenizer's too
         self.tag = str(entry.tag)
         self.tokenizer = AutoTokenizer.from_pretrained(str(entry.path))
-        self.runner = OnnxTagger(verified_file(entry, "model.onnx"), ARGS.device, ARGS.threads)
+        self.runner = OnnxTagger(paths["model.onnx"], ARGS.device, ARGS.threads)
         self.backend = f"{self.runner.name}/{self.runner.device}"
         size = ARGS.max_batch_size if ARGS.batching else 1
         delay = ARGS.max_delay_ms if ARGS.batching else 0.0
@@ -148,16 +149,14 @@ class Keyphrase:
             return error_response(e)
         phrases, n_tokens = [], 0
         if text.strip():
-            enc = tagging.encode(self.tokenizer, text, TASK.max_length, TASK.stride)
+            # tokenising and assembling a long text takes milliseconds: off the event loop then
+            off_loop = len(text) > LONG_TEXT
+            enc = await asyncio.to_thread(self.encode, text) if off_loop else self.encode(text)
             n_tokens = len(enc.offsets)
             width = next(b for b in BUCKETS if b >= max(len(w) for w in enc.ids))
-            ids, mask = tagging.pad(enc.ids, self.tokenizer.pad_token_id)
-            x = np.zeros((len(enc.ids), 2, width), np.int64)
-            x[:, 0, : ids.shape[1]], x[:, 1, : ids.shape[1]] = ids, mask
-            x[:, 0, ids.shape[1] :] = self.tokenizer.pad_token_id
-            probs = await self.batchers[width](x)
-            merged = tagging.merge_windows(enc, [p[: len(w)] for p, w in zip(probs, enc.ids, strict=True)])
-            phrases = tagging.rank(tagging.spans(text, enc.offsets, merged), top_k)
+            probs = await self.batchers[width](np.stack(tagging.pad(enc.ids, self.tokenizer.pad_token_id, width), 1))
+            args = (text, enc, probs, top_k)
+            phrases = await asyncio.to_thread(self.assemble, *args) if off_loop else self.assemble(*args)
         return ExtractResponse(
             keyphrases=[
                 Phrase(phrase=p.text, start=p.start, end=p.end, score=round(p.score, 4), count=p.count) for p in phrases
@@ -167,6 +166,14 @@ class Keyphrase:
             backend=self.backend,
             elapsed_ms=round((time.perf_counter() - start) * 1000, 3),
         )
+
+    def encode(self, text: str) -> tagging.Encoded:
+        return tagging.encode(self.tokenizer, text, TASK.max_length, TASK.stride)
+
+    @staticmethod
+    def assemble(text: str, enc: tagging.Encoded, probs: np.ndarray, top_k: int) -> list[tagging.Phrase]:
+        merged = tagging.merge_windows(enc, [p[: len(w)] for p, w in zip(probs, enc.ids, strict=True)])
+        return tagging.rank(tagging.spans(text, enc.offsets, merged), top_k)
 
     async def parse(self, request: Request, top_k: int) -> tuple[str, int]:
         """The text and top_k of a ``text/plain`` or JSON body, with 4xx for what cannot be used."""

@@ -45,9 +45,10 @@ def encode(tokenizer, text: str, max_length: int, stride: int) -> Encoded:
     return Encoded(windows, starts, offsets)
 
 
-def pad(windows: list[np.ndarray], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(N, L) input ids and attention mask for windows of different lengths."""
-    width = max(len(w) for w in windows)
+def pad(windows: list[np.ndarray], pad_id: int = 0, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(N, L) input ids and attention mask for windows of different lengths; L is the longest window's length
+    unless ``width`` is given."""
+    width = width or max(len(w) for w in windows)
     ids = np.full((len(windows), width), pad_id, np.int64)
     mask = np.zeros((len(windows), width), np.int64)
     for i, w in enumerate(windows):

@@ -110,3 +110,13 @@ def test_readiness_metrics_docs_and_store_entry(client, keyphrase_store):
     assert {"tagger", "yake", "keybert"} <= set(meta["metrics"]["test"])
     export = meta["export_onnx"]
     assert export["max_abs_diff"] <= export["atol"] and export["changed_labels"] == 0
+
+
+def test_a_long_text_goes_through_overlapping_windows(client, english_docs):
+    """About 4,500 characters (several 256-token windows, processed off the event loop): offsets still slice the
+    text, and mentions repeated across the text are merged."""
+    text = " ".join(d.text for d in english_docs * 3)[:4900]
+    body = client.post(ROUTE, content=text, headers={"content-type": "text/plain"}).json()
+    assert body["n_tokens"] > 3 * 256
+    assert body["keyphrases"] and all(text[k["start"] : k["end"]] == k["phrase"] for k in body["keyphrases"])
+    assert max(k["count"] for k in body["keyphrases"]) >= 3

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from tasks.spec import SpeechSpec, resolve
 from training.config import TrainConfig
-from training.fit import FitResult, fit
+from training.fit import FitResult, fit, pick_device, schedule
 
 
 def cer(refs: list[str], hyps: list[str]) -> float:
@@ -184,9 +184,7 @@ def train(spec: SpeechSpec, cfg: TrainConfig) -> SpeechResult:
     if cfg.freeze not in ("none", "encoder"):
         raise ValueError("--freeze for speech: none (train everything) or encoder")
     torch.manual_seed(cfg.seed)
-    device = "cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
-    if cfg.device == "cuda" and device != "cuda":
-        raise RuntimeError("--device cuda asked for, but torch sees no CUDA GPU on this host")
+    device = pick_device(cfg.device).type
     model = load_base(spec, cfg.base, device)
     n_mels = model.dims.n_mels
     train_set, val_set, test_set, source = load_clips(spec, cfg)
@@ -279,18 +277,13 @@ def train(spec: SpeechSpec, cfg: TrainConfig) -> SpeechResult:
         batches,
         None,
         steps_per_epoch=steps,
-        epochs=cfg.epochs,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        warmup_fraction=cfg.warmup_fraction,
-        patience=cfg.patience,
         device=torch.device(device),
         set_train_mode=train_mode,
         desc=spec.name,
         loss_fn=loss_fn,
         validate=validate,
-        accumulate=cfg.accumulate,
         amp=device == "cuda",
+        **schedule(cfg),
     )
     tuned = transcribe(model, test_set.mels, spec.language)
     metrics = {

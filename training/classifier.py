@@ -21,7 +21,7 @@ from tasks.images import normalize, resize, to_rgb
 from tasks.spec import ImageClassifierSpec, resolve
 from training.config import TrainConfig
 from training.datasets import folder
-from training.fit import FitResult, fit
+from training.fit import FitResult, fit, pick_device, schedule
 from training.metrics import classification_metrics
 
 
@@ -126,14 +126,6 @@ def predict_proba(
     return np.concatenate(out)
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda asked for, but torch sees no CUDA GPU on this host")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
 @dataclass
 class TrainResult:
     model: torch.nn.Module
@@ -176,14 +168,10 @@ def train(spec: ImageClassifierSpec, cfg: TrainConfig) -> TrainResult:
         _batches(data.train, spec, cfg.batch_size, rng, cfg.limit_batches),
         _batches(data.val, spec, 128, None),
         steps_per_epoch=steps,
-        epochs=cfg.epochs,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        warmup_fraction=cfg.warmup_fraction,
-        patience=cfg.patience,
         device=device,
         set_train_mode=set_train_mode,
         desc=spec.name,
+        **schedule(cfg),
     )
     probs = predict_proba(model, data.test.x, spec, device)
     metrics = classification_metrics(data.test.y, probs, spec.labels, spec.positive_label)

@@ -67,6 +67,27 @@ def evaluate_loss(model: nn.Module, batches: Batches, device: torch.device) -> t
     return loss_sum / max(total, 1), correct / max(total, 1)
 
 
+def pick_device(name: str) -> torch.device:
+    """``auto`` -> CUDA where torch sees a GPU, else CPU; ``cuda`` without a GPU is an error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda asked for, but torch sees no CUDA GPU on this host")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def schedule(cfg) -> dict:
+    """The :func:`fit` arguments a :class:`~training.config.TrainConfig` sets, the same for every trainer."""
+    return {
+        "epochs": cfg.epochs,
+        "lr": cfg.lr,
+        "weight_decay": cfg.weight_decay,
+        "warmup_fraction": cfg.warmup_fraction,
+        "patience": cfg.patience,
+        "accumulate": cfg.accumulate,
+    }
+
+
 def fit(
     model: nn.Module,
     train_batches: Batches,

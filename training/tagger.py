@@ -21,7 +21,7 @@ from tasks import tagging
 from tasks.spec import TaggerSpec, resolve
 from training.config import TrainConfig
 from training.datasets.abstracts import Doc, read_jsonl
-from training.fit import FitResult, fit
+from training.fit import FitResult, fit, pick_device, schedule
 
 
 def packaged_base() -> Path:
@@ -171,9 +171,7 @@ class TaggerResult:
 
 def train(spec: TaggerSpec, cfg: TrainConfig, peers: bool = True) -> TaggerResult:
     torch.manual_seed(cfg.seed)
-    device = "cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
-    if cfg.device == "cuda" and device != "cuda":
-        raise RuntimeError("--device cuda asked for, but torch sees no CUDA GPU on this host")
+    device = pick_device(cfg.device).type
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     tokenizer, model = load_base(spec, cfg.base)
@@ -221,17 +219,12 @@ def train(spec: TaggerSpec, cfg: TrainConfig, peers: bool = True) -> TaggerResul
         batches,
         None,
         steps_per_epoch=steps,
-        epochs=cfg.epochs,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        warmup_fraction=cfg.warmup_fraction,
-        patience=cfg.patience,
         device=torch.device(device),
         desc=spec.name,
         loss_fn=loss_fn,
         validate=validate,
-        accumulate=cfg.accumulate,
         amp=device == "cuda",
+        **schedule(cfg),
     )
     metrics = evaluate(model, tokenizer, spec, docs.test, peers)
     sizes = {"train": len(docs.train), "val": len(docs.val), "test": len(docs.test), "windows": len(windows)}
