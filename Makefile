@@ -22,7 +22,7 @@ setup: debian $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[serve,malaria,tumor,asr,keyphrase,train,export,dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[serve,malaria,tumor,asr,keyphrase,palette,train,export,dev]'
 	@touch $(STAMP)
 
 debian:
@@ -37,7 +37,7 @@ debian:
 models: setup
 	$(BIN)/python -m training.demo $(if $(FORCE),--force,)
 
-# Every task on its own port from PORT on (malaria PORT, tumor PORT+1, asr PORT+2, keyphrase PORT+3);
+# Every task on its own port from PORT on (malaria PORT, tumor PORT+1, asr PORT+2, keyphrase PORT+3, palette PORT+4);
 # TASKS="tumor" serves a subset.
 serve: models
 	$(BIN)/python -m services --host $(HOST) --port $(PORT) $(TASKS)
@@ -61,11 +61,11 @@ test-gpu: setup
 BENCH_STAMP := $(VENV)/.installed-bench
 
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[serve,malaria,tumor,asr,keyphrase,train,export,dev,bench]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[serve,malaria,tumor,asr,keyphrase,palette,train,export,dev,bench]'
 	@touch $(BENCH_STAMP)
 
 bench: models $(BENCH_STAMP)
-	@for t in $(or $(TASKS),malaria tumor asr keyphrase); do $(BIN)/python -m benchmarks $$t || exit 1; done
+	@for t in $(or $(TASKS),malaria tumor asr keyphrase palette); do $(BIN)/python -m benchmarks $$t || exit 1; done
 
 format: setup
 	$(BIN)/ruff format .

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
-    from benchmarks import detector, image_classifier, tagger
+    from benchmarks import detector, image_classifier, palette, tagger
     from benchmarks.harness import service_rows
     from benchmarks.report import write
     from tasks.store import get_entry
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             return 3
     spec = get_task(args.task)
     speech = spec.kind == "speech"
-    bench = {"detection": detector, "token-tagging": tagger}.get(spec.kind, image_classifier)
+    bench = {"detection": detector, "token-tagging": tagger, "palette": palette}.get(spec.kind, image_classifier)
     try:
         entry = get_entry(args.tag or f"{args.task}:latest")
     except FileNotFoundError as e:
@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if spec.kind == "token-tagging":
         payloads, content_type = bench.sample_texts(spec), bench.CONTENT_TYPE
+    elif spec.kind == "palette":
+        payloads, content_type = bench.sample_images(spec), bench.CONTENT_TYPE
     else:
         payloads, content_type = bench.sample_images(spec), None
     rows = bench.floor_rows(spec, entry, payloads, args.device, args.seconds)

@@ -12,6 +12,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from tasks import TASKS, get_task
 
 FORMATS = ("onnx", "tensorrt", "ct2")
@@ -37,6 +39,8 @@ def export(task: str, fmt: str, tag: str | None = None, images: str | None = Non
         return export_detector(spec, entry, fmt, n)
     if spec.kind == "token-tagging":
         return export_tagger(spec, entry, fmt, n)
+    if spec.kind == "palette":
+        return export_palette(spec, entry, fmt, n)
     model = from_checkpoint(verified_file(entry, "model.pt"))
     x = model_inputs(spec, meta, validation_images(spec, images, n, seed=meta["config"]["test_seed"] + 1))
     onnx_path = Path(entry.path) / "model.onnx"
@@ -129,6 +133,36 @@ def export_tagger(spec, entry, fmt: str, n: int) -> dict:
         out.unlink(missing_ok=True)
         raise
     report.update(file="model.onnx", opset=tagger.OPSET, n_docs=len(docs))
+    record(entry, "export_onnx", report, files={"model.onnx": sha256_file(out)})
+    return report
+
+
+def export_palette(spec, entry, fmt: str, n: int) -> dict:
+    """The palette generator: ONNX, checked on the held-out photos (whole and in quadrants) and ``n`` held-out
+    synthetic images."""
+    from PIL import Image
+
+    from exporters import palette as palette_export
+    from tasks import palette
+    from tasks.spec import resolve
+    from tasks.store import record, sha256_file, verified_file
+    from training.datasets.swatches import held_out_photos
+    from training.palette import from_checkpoint
+
+    if fmt != "onnx":
+        raise ValueError(f"{spec.name} exports to onnx only")
+    model = from_checkpoint(verified_file(entry, "model.pt"))
+    synthetic, _ = resolve(spec.synthetic)(n, seed=entry.info.metadata["config"]["test_seed"] + 1)
+    images = [im for _, im in held_out_photos()] + [Image.fromarray(a) for a in synthetic]
+    x = np.stack([palette.generator_input(palette.thumbnail(im, spec.thumbnail), spec) for im in images])
+    out = Path(entry.path) / "model.onnx"
+    palette_export.export_onnx(model, spec, str(entry.tag), out)
+    try:
+        report = palette_export.validate(model, out, x, spec.export_atol)
+    except Exception:
+        out.unlink(missing_ok=True)
+        raise
+    report.update(file="model.onnx", opset=palette_export.OPSET)
     record(entry, "export_onnx", report, files={"model.onnx": sha256_file(out)})
     return report
 

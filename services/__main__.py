@@ -1,6 +1,6 @@
 """``python -m services [--host H] [--port P] [TASK ...]``: serve every task, one BentoML server per task on
-consecutive ports (malaria on P, tumor on P+1, asr on P+2, keyphrase on P+3), until Ctrl-C. Each server is
-``bentoml serve services.<task>:<Task>``; the single-entry gateway replaces this when it lands."""
+consecutive ports (malaria on P, tumor on P+1, asr on P+2, keyphrase on P+3, palette on P+4), until Ctrl-C.
+Each server is ``bentoml serve services.<task>:<Task>``; the single-entry gateway replaces this when it lands."""
 
 from __future__ import annotations
 

@@ -35,12 +35,16 @@ class ImageLimits:
     max_pixels: int = 25_000_000
 
 
-def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), gray: bool = False) -> Image.Image:
+def decode_image(
+    data: bytes, limits: ImageLimits = ImageLimits(), gray: bool = False, draft: int | None = None
+) -> Image.Image:
     """Decode untrusted bytes into an 8-bit RGB (or, with ``gray``, L) image, or raise :class:`InputError`.
 
     The size is checked from the header before any pixel is decoded, so a small file that claims a huge canvas
     costs nothing. 16-bit / 32-bit grey, palette, CMYK, bilevel and alpha images are converted. The file format
-    is kept in ``image.info["format"]``.
+    is kept in ``image.info["format"]``, the size in the file in ``image.info["original_size"]``. With ``draft``,
+    a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that keeps its longer side at least ``draft``
+    pixels: several times faster, for callers that shrink anyway.
     """
     if not data:
         raise InputError("empty file: the request carried no image bytes", 400)
@@ -65,6 +69,9 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), gray: bool = 
     if min(w, h) < limits.min_side:
         raise InputError(f"image too small: {w}x{h} pixels (at least {limits.min_side} px a side)", 422)
     try:
+        if draft and img.format == "JPEG" and img.mode in ("RGB", "L"):
+            scale = draft / max(w, h)
+            img.draft(img.mode, (max(1, round(w * scale)), max(1, round(h * scale))))
         img.load()
     except OSError as e:
         raise InputError(f"corrupt or truncated image: {e}", 400) from e
@@ -72,6 +79,7 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), gray: bool = 
         raise InputError(f"could not decode the image: {e}", 400) from e
     out = to_gray(img) if gray else to_rgb(img)
     out.info["format"] = img.format
+    out.info["original_size"] = (w, h)  # before any draft scaling
     return out
 
 

@@ -160,3 +160,40 @@ class TaggerSpec:
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+
+@dataclass(frozen=True)
+class PaletteSpec:
+    """A colour palette task: image -> ``n`` colours. Methods without training (k-means in CIELAB; k-medians in
+    DIN99o, which lowers the mean CIEDE2000 error) and a learned generator (ONNX) share one pixel pipeline.
+
+    ``synthetic`` names a generator ``f(n, seed) -> (images: list[HxWx3 uint8], colours: list[(K, 3) uint8])``: the
+    colours planted in each image.
+    """
+
+    name: str
+    description: str
+    synthetic: str
+    methods: tuple[str, ...] = ("kmeans", "kmedians", "generator")
+    default_method: str = "kmedians"  # the best on held-out real photos (README, benchmarks/results/palette-cpu.md)
+    min_colors: int = 2
+    max_colors: int = 12
+    default_colors: int = 5
+    thumbnail: int = 256  # longest side the pixels are read at
+    fit_pixels: int = 4096  # pixels k-means and the refinement fit on (fixed-seed sample)
+    input_size: int = 64  # generator input, squared
+    export_atol: float = 0.05  # max |Lab_onnx - Lab_torch| over held-out images, CIELAB units
+    min_side: int = 8
+    train_defaults: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return "palette"
+
+    @property
+    def export_format(self) -> str:
+        return "onnx"
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return ()

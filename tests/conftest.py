@@ -118,6 +118,16 @@ def keyphrase_store(tmp_path_factory) -> dict[str, str]:
     return build_store(tmp_path_factory, "keyphrase", steps)
 
 
+@pytest.fixture(scope="session")
+def palette_store(tmp_path_factory) -> dict[str, str]:
+    """A private store with a palette generator trained briefly (both phases), evaluated and exported to ONNX."""
+    steps = [
+        "training palette --synthetic 120 --test-size 10 --epochs 2 --finetune-epochs 1 --batch-size 32",
+        "exporters palette --format onnx -n 4",
+    ]
+    return build_store(tmp_path_factory, "palette", steps)
+
+
 def entry_metadata(env: dict[str, str], tag: str) -> dict:
     """A store entry's metadata as `bentoml models get TAG -o json` shows it."""
     import json

@@ -98,3 +98,18 @@ def test_keyphrase_benchmark_compares_onnx_and_pytorch(keyphrase_store, tmp_path
     services = [row for row in doc["rows"] if row["path"] == "service"]
     assert len(services) == 4 and all(row["errors"] == 0 and row["backend"] == "onnxruntime/cpu" for row in services)
     assert any("ONNX Runtime vs PyTorch eager" in note for note in doc["notes"])
+
+
+def test_palette_benchmark_measures_quality_and_speed_beside_the_peers(palette_store, tmp_path):
+    cmd = [sys.executable, "-m", "benchmarks", "palette", "--requests", "8", "--concurrency", "1,2"]
+    cmd += ["--seconds", "0.2", "--out", str(tmp_path)]
+    r = subprocess.run(cmd, cwd=ROOT, env=palette_store, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads((tmp_path / "palette-cpu.json").read_text())
+    floors = {row["backend"].split("/")[0]: row for row in doc["rows"] if row["path"] == "floor"}
+    assert set(floors) == {"kmeans", "kmedians", "generator", "colorthief", "pylette"}
+    assert all(row["input"] == "jpeg 1024x768" and row["mean_delta_e"] > 0 for row in floors.values())
+    assert floors["kmedians"]["mean_delta_e"] < floors["colorthief"]["mean_delta_e"]
+    services = [row for row in doc["rows"] if row["path"] == "service"]
+    assert len(services) == 4 and all(row["errors"] == 0 for row in services)
+    assert any("better peer" in note for note in doc["notes"])

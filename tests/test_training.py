@@ -158,6 +158,13 @@ def test_every_task_declares_what_every_stage_needs():
             assert all(texts) and spec.export_max_cer_diff > 0 and spec.language
             assert importlib.util.find_spec(f"services.{name}") is not None
             continue
+        if spec.kind == "palette":
+            images, planted = out
+            assert len(images) == len(planted) == 4 and spec.export_atol > 0
+            assert all(2 <= len(c) <= spec.max_colors for c in planted)
+            assert spec.default_method in spec.methods
+            assert importlib.util.find_spec(f"services.{name}") is not None
+            continue
         assert spec.num_classes >= 2 and spec.export_atol > 0
         if spec.kind == "token-tagging":
             assert len(out) == 4 and all(

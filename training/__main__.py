@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     elif spec.kind == "token-tagging":
         from training.store import save_tagger as save
         from training.tagger import train
+    elif spec.kind == "palette":
+        from training.palette import train
+        from training.store import save_palette as save
     else:
         from training.classifier import train
         from training.store import save_classifier as save
@@ -87,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         "tagger",
         "yake",
         "keybert",
+        "photos",
+        "best_method",
     )
     print(json.dumps({"tag": tag, "test": {k: result.metrics[k] for k in keys if k in result.metrics}}, indent=2))
     return 0

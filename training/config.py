@@ -40,6 +40,7 @@ class TrainConfig:
     base: str | None = None  # speech: Whisper base (checkpoint file or name; default: the task's)
     augment: bool = True  # speech: SpecAugment-style masks (when the encoder trains)
     accumulate: int = 1  # batches per optimiser step
+    finetune_epochs: int = 0  # palette: chroma fine-tuning (reinforcement learning) after the adversarial fit
 
 
 def _coerce(name: str, value: Any) -> Any:

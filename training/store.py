@@ -186,3 +186,26 @@ def save_tagger(spec, result, cfg) -> str:
         result.tokenizer.save_pretrained(tmp)
         files = {p.name: p for p in sorted(Path(tmp).iterdir()) if p.is_file()}
         return write_entry(spec, cfg, metadata, files, "synthetic" if cfg.synthetic else "jsonl")
+
+
+def save_palette(spec, result, cfg) -> str:
+    """Write the palette generator (``model.pt``: arguments that rebuild it and its weights) and the held-out
+    comparison of every method with the peers as a new store entry."""
+    import tempfile
+
+    import torch
+
+    from training.palette import checkpoint
+
+    metadata = {
+        **provenance(spec, cfg),
+        "input_size": spec.input_size,
+        "arch": {"sizes": list(result.model.sizes), "width": result.model.width},
+        "metrics": {"test": result.metrics, "held_out": "scikit-image photos training never sees; synthetic"},
+        "training": {**fit_summary(result.fit), "chroma_finetune": result.finetune, "sizes": result.sizes},
+        "dataset": {"source": result.source},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.pt"
+        torch.save(checkpoint(result.model, spec), path)
+        return write_entry(spec, cfg, metadata, {"model.pt": path}, "synthetic")
