@@ -169,19 +169,17 @@ class Palette:
             body = await read_body(request, self.body_limit)
             uploads, extra = await parse_uploads(request, body, "image", many=False, max_files=1)
             n_colors, method, swatch = self.options(extra, n_colors, method, swatch)
-            # shrinking starts in the JPEG decoder: a 1024x768 photo decodes at half size
-            img = await asyncio.to_thread(decode_image, uploads[0].data, self.limits, False, 2 * TASK.thumbnail)
+            img, thumb, pixels = await asyncio.to_thread(self.prepare, uploads[0].data)
         except InputError as e:
             rejected(TASK.name, e.status)
             return error_response(e)
-        width, height = img.info["original_size"]
-        thumb, pixels = await asyncio.to_thread(self.pixels, img)
         if method == "generator":
             out = await self.batcher(P.generator_input(thumb, TASK)[None])
             colours = out[0, self.offsets[n_colors] : self.offsets[n_colors] + n_colors]
+            palette, png = await asyncio.to_thread(self.finish, colours, pixels, swatch)
         else:
-            colours = await asyncio.to_thread(P.extract, pixels, n_colors, method)
-        palette = await asyncio.to_thread(P.finish, colours, pixels)
+            palette, png = await asyncio.to_thread(self.finish, None, pixels, swatch, n_colors, method)
+        width, height = img.info["original_size"]
         return PaletteResponse(
             colors=[
                 Colour(hex=P.hex_code(rgb), rgb=rgb.tolist(), lab=np.round(lab, 2).tolist(), share=round(float(s), 4))
@@ -189,7 +187,7 @@ class Palette:
             ],
             n_colors=n_colors,
             method=method,
-            swatch_png=base64.b64encode(P.swatch_png(palette)).decode() if swatch else None,
+            swatch_png=png,
             width=width,
             height=height,
             model=self.tag,
@@ -197,10 +195,19 @@ class Palette:
             elapsed_ms=round((time.perf_counter() - start) * 1000, 3),
         )
 
-    @staticmethod
-    def pixels(img) -> tuple[np.ndarray, np.ndarray]:
+    def prepare(self, data: bytes):
+        """Decode (a JPEG at a reduced scale: every method reads a thumbnail), shrink, sample pixels."""
+        img = decode_image(data, self.limits, draft=2 * TASK.thumbnail)
         thumb = P.thumbnail(img, TASK.thumbnail)
-        return thumb, P.image_pixels(thumb, TASK)
+        return img, thumb, P.image_pixels(thumb, TASK)
+
+    @staticmethod
+    def finish(colours, pixels: np.ndarray, swatch: bool, n: int = 0, method: str = "") -> tuple[P.Palette, str | None]:
+        """Fit the palette when ``colours`` is None, then shares, sorting and the swatch: one thread hop."""
+        if colours is None:
+            colours = P.extract(pixels, n, method)
+        palette = P.finish(colours, pixels)
+        return palette, base64.b64encode(P.swatch_png(palette)).decode() if swatch else None
 
     def options(self, extra: dict, n_colors: int, method: str | None, swatch: bool) -> tuple[int, str, bool]:
         """Options from the query, overridden by JSON / form fields, checked."""
