@@ -7,8 +7,9 @@ PORT ?= 3000
 TASKS ?=
 PYTEST_ARGS ?=
 # Debian packages the suite needs (installed when missing; needs root or sudo). OpenCV, which ultralytics
-# trains with, needs libGL and GLib; ffmpeg decodes audio; espeak-ng speaks the synthetic Korean sentences.
-DEBIAN_PACKAGES := curl libgl1 libglib2.0-0 ffmpeg espeak-ng
+# trains with, needs libGL and GLib; ffmpeg decodes audio; espeak-ng speaks the synthetic Korean sentences;
+# chromium runs the web page's tests.
+DEBIAN_PACKAGES := curl libgl1 libglib2.0-0 ffmpeg espeak-ng chromium
 
 export BENTOML_DO_NOT_TRACK := true
 export HF_HUB_OFFLINE := 1
@@ -37,10 +38,10 @@ debian:
 models: setup
 	$(BIN)/python -m training.demo $(if $(FORCE),--force,)
 
-# Every task on its own port from PORT on (malaria PORT, tumor PORT+1, asr PORT+2, keyphrase PORT+3, palette PORT+4);
-# TASKS="tumor" serves a subset.
+# The suite on PORT: the web page at /, every task under /v1/<task>/, each in its own processes (the gateway);
+# TASKS="tumor palette" serves a subset; SEPARATE=1 serves one server per task on consecutive ports instead.
 serve: models
-	$(BIN)/python -m services --host $(HOST) --port $(PORT) $(TASKS)
+	$(BIN)/python -m services --host $(HOST) --port $(PORT) $(if $(SEPARATE),--separate,) $(TASKS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -53,7 +53,15 @@ def host_description(device: str) -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
 
 
-def write(task: str, device: str, rows: list[dict], out_dir: Path, notes: list[str], name: str | None = None) -> Path:
+def write(
+    task: str,
+    device: str,
+    rows: list[dict],
+    out_dir: Path,
+    notes: list[str],
+    name: str | None = None,
+    command: str | None = None,
+) -> Path:
     from training.store import git_commit
 
     doc = {
@@ -64,6 +72,7 @@ def write(task: str, device: str, rows: list[dict], out_dir: Path, notes: list[s
         "host": host_description(device),
         "rows": rows,
         "notes": notes,
+        "command": command or f"python -m benchmarks {task} --device {device}",
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = name or f"{task}-{device}"
@@ -74,13 +83,14 @@ def write(task: str, device: str, rows: list[dict], out_dir: Path, notes: list[s
 
 
 def markdown(doc: dict) -> str:
+    command = doc.get("command") or f"python -m benchmarks {doc['task']} --device {doc['device']}"
     extras = sorted({k for r in doc["rows"] for k in r} - set(ROW_KEYS) - {"n"})
     cols = [*ROW_KEYS[:4], *extras, *ROW_KEYS[4:]]
     lines = [
         f"# {doc['task']} on {doc['device']}",
         "",
         f"Host: {doc['host']}. Commit `{doc['commit'][:12]}`, {doc['date']}.",
-        f"Command: `python -m benchmarks {doc['task']} --device {doc['device']}`.",
+        f"Command: `{command}`.",
         "",
         "| " + " | ".join(cols) + " |",
         "|" + "---|" * len(cols),

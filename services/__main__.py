@@ -1,6 +1,10 @@
-"""``python -m services [--host H] [--port P] [TASK ...]``: serve every task, one BentoML server per task on
-consecutive ports (malaria on P, tumor on P+1, asr on P+2, keyphrase on P+3, palette on P+4), until Ctrl-C.
-Each server is ``bentoml serve services.<task>:<Task>``; the single-entry gateway replaces this when it lands."""
+"""``python -m services [--host H] [--port P] [--separate] [TASK ...]``: serve the suite until Ctrl-C.
+
+By default one address for everything: ``bentoml serve services.gateway:Gateway`` on P, the web page at ``/``,
+every task under ``/v1/<task>/`` (each task in its own worker processes). With ``--separate``, one BentoML server
+per task on consecutive ports instead (malaria on P, tumor on P+1, asr on P+2, keyphrase on P+3, palette on P+4),
+each ``bentoml serve services.<task>:<Task>``: the shape of separate deployments.
+"""
 
 from __future__ import annotations
 
@@ -17,31 +21,31 @@ from tasks import TASKS
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def serve(target: str, host: str, port: int, *args: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "bentoml", "serve", target, "--host", host, "--port", str(port), *args]
+    return subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services", description=__doc__)
     parser.add_argument("tasks", nargs="*", metavar="TASK", help=f"default: all ({', '.join(TASKS)})")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--separate", action="store_true", help="one server per task on consecutive ports")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.tasks) - set(TASKS))
     if unknown:
         parser.error(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}")
-    procs = []
-    for i, task in enumerate(args.tasks or list(TASKS)):
-        port = args.port + i
-        cmd = [
-            sys.executable,
-            "-m",
-            "bentoml",
-            "serve",
-            f"services.{task}:{task.capitalize()}",
-            "--host",
-            args.host,
-            "--port",
-            str(port),
-        ]
-        procs.append(subprocess.Popen(cmd, cwd=ROOT, start_new_session=True))
-        print(f"{task}: http://{args.host}:{port}  (docs: http://{args.host}:{port}/docs)", flush=True)
+    tasks = args.tasks or list(TASKS)
+    if args.separate:
+        procs = []
+        for i, task in enumerate(tasks):
+            procs.append(serve(f"services.{task}:{task.capitalize()}", args.host, args.port + i))
+            print(f"{task}: http://{args.host}:{args.port + i}  (API docs at /)", flush=True)
+    else:
+        procs = [serve("services.gateway:Gateway", args.host, args.port, "--arg", "tasks=" + ",".join(tasks))]
+        url = f"http://{args.host}:{args.port}"
+        print(f"the suite: {url}/  (API docs: {url}/docs; tasks: {', '.join(tasks)})", flush=True)
 
     def stop(*_: object) -> None:
         for p in procs:
