@@ -67,6 +67,7 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: models $(BENCH_STAMP)
 	@for t in $(or $(TASKS),malaria tumor asr keyphrase palette); do $(BIN)/python -m benchmarks $$t || exit 1; done
+	$(BIN)/python -m benchmarks.gateway $(if $(TASKS),--tasks $(shell echo $(TASKS) | tr ' ' ','),)
 
 format: setup
 	$(BIN)/ruff format .

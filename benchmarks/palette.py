@@ -39,11 +39,11 @@ def sample_images(spec: PaletteSpec) -> list[bytes]:
 
 
 def floor_rows(spec: PaletteSpec, entry, payloads: list[bytes], device: str, seconds: float) -> list[dict]:
-    from exporters.palette import OnnxGenerator
+    from services.backends import OnnxBackend
     from tasks.store import verified_file
     from training import palette as T
 
-    runner = OnnxGenerator(verified_file(entry, "model.onnx"), device)
+    runner = OnnxBackend(verified_file(entry, "model.onnx"), device)
     offsets = P.head_offsets(spec)
     limits = ImageLimits(min_side=spec.min_side)
     quality = T.evaluate(spec, runner, 200, entry.info.metadata["config"]["test_seed"], N_COLORS)

@@ -42,31 +42,14 @@ def export_onnx(model, spec: PaletteSpec, tag: str, path: Path) -> None:
     set_metadata(path, props)
 
 
-class OnnxGenerator:
-    """(N, 3, S, S) float32 -> (N, R, 3) CIELAB colours with ONNX Runtime."""
-
-    name = "onnxruntime"
-
-    def __init__(self, path: Path, device: str = "cpu", threads: int = 0) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        providers = ["CUDAExecutionProvider"] if device == "cuda" else []
-        self.session = ort.InferenceSession(str(path), options, providers=[*providers, "CPUExecutionProvider"])
-        self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(x, np.float32)})[0]
-
-
 def validate(model, path: Path, x: np.ndarray, atol: float) -> dict:
     """Max |Lab_onnx - Lab_torch| over every colour of every palette size, at batch 1 and 7, within ``atol``
     (CIELAB units), or :class:`ParityError`."""
     import torch
 
-    runner = OnnxGenerator(path)
+    from services.backends import OnnxBackend
+
+    runner = OnnxBackend(path, "cpu")
     worst = 0.0
     for size in (1, 7):
         for s in range(0, len(x), size):

@@ -1,5 +1,6 @@
-"""Inference backends for image classifiers, chosen at start: ONNX Runtime (CUDA provider when present),
-PyTorch as the fallback. Each maps (N, 3, S, S) float32 -> (N, C) float32 probabilities."""
+"""Inference backends chosen at start: ONNX Runtime (CUDA provider when present), PyTorch as the fallback. For the
+image classifiers each maps (N, 3, S, S) float32 -> (N, C) probabilities; :class:`OnnxBackend` runs any
+single-input model (the palette generator too)."""
 
 from __future__ import annotations
 

@@ -131,7 +131,7 @@ class Palette:
     def __init__(self) -> None:
         from starlette.formparsers import MultiPartParser
 
-        from exporters.palette import OnnxGenerator
+        from services.backends import OnnxBackend
         from tasks.store import entry_for_task, verified_file
 
         self.ready = False
@@ -145,7 +145,7 @@ class Palette:
         self.default_method = measured if ARGS.default_method == "best" else ARGS.default_method
         self.limits = ImageLimits(min_side=TASK.min_side, max_pixels=ARGS.max_pixels)
         self.offsets = P.head_offsets(TASK)
-        self.runner = OnnxGenerator(verified_file(entry, "model.onnx"), ARGS.device, ARGS.threads)
+        self.runner = OnnxBackend(verified_file(entry, "model.onnx"), ARGS.device, ARGS.threads)
         self.backend = f"numpy+{self.runner.name}/{self.runner.device}"
         size = ARGS.max_batch_size if ARGS.batching else 1
         self.batcher = AdaptiveBatcher(

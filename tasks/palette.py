@@ -248,10 +248,12 @@ def extract(pixels: np.ndarray, n: int, method: str, starts: int = 5) -> np.ndar
     if method == "kmedians":
         # k-medians has local minima that matter: keep the best of a few deterministic starts
         x = lab_to_din99o(pixels)
-        # choose among the starts on a quarter of the pixels (cheap), then fit the best one on all of them
+        # choose among the starts on a quarter of the pixels (cheap), then fit the best one on all of them; a short
+        # k-means before k-medians, and a tolerance of 0.05 (about 0.05 CIEDE2000): as good on the training photos
+        # as running each to convergence, in two thirds of the time
         quarter = x[: max(len(x) // 4, n)]  # the pixels are a random sample already
-        centres, cost = kmedians(quarter, kmeans(quarter, n, starts))
-        return din99o_to_lab(kmedians(x, centres[[cost.argmin()]])[0][0])
+        centres, cost = kmedians(quarter, kmeans(quarter, n, starts, iters=10, tol=0.05), iters=20, tol=0.05)
+        return din99o_to_lab(kmedians(x, centres[[cost.argmin()]], iters=20, tol=0.05)[0][0])
     raise ValueError(f"unknown method {method!r}")
 
 
@@ -260,7 +262,7 @@ def generator_input(thumb: np.ndarray, spec: PaletteSpec = PALETTE) -> np.ndarra
     squared, CIELAB scaled to about [-1, 1]: float32 (3, S, S)."""
     small = Image.fromarray(thumb).resize((spec.input_size,) * 2, Image.Resampling.BOX)
     lab = srgb_to_lab(np.asarray(small, dtype=np.uint8)).astype(np.float32)
-    return ((lab - LAB_SHIFT) / LAB_SCALE).transpose(2, 0, 1)
+    return np.ascontiguousarray(((lab - LAB_SHIFT) / LAB_SCALE).transpose(2, 0, 1))
 
 
 LAB_SHIFT = np.array([50.0, 0.0, 0.0], dtype=np.float32)

@@ -198,3 +198,26 @@ def test_palette_error_in_plain_words(page):
     black = png_bytes(np.zeros((40, 40, 3), np.uint8))
     page.set_input_files("#palette-file", files=[file("a.png", black, "image/png")])
     assert "cannot use this input" in error_text(page, "palette") and "n_colors" in error_text(page, "palette")
+
+
+def test_gateway_documents_measures_and_forwards_every_task(suite, cells):
+    import httpx
+
+    with httpx.Client(base_url=suite[0], timeout=60) as client:
+        assert client.get("/readyz").status_code == 200
+        paths = client.get("/docs.json").json()["paths"]
+        for route in ("malaria/classify", "malaria/classify/batch", "tumor/detect", "asr/transcribe"):
+            assert f"/v1/{route}" in paths
+        assert "/v1/keyphrase/extract" in paths and "/v1/palette/extract" in paths
+        assert {p["name"] for p in paths["/v1/palette/extract"]["post"]["parameters"]} >= {"n_colors", "method"}
+        assert client.get("/docs").status_code == 200 and "swagger" in client.get("/docs").text.lower()
+        # the task's own answers pass through unchanged: its 4xx, its 404 for an unknown route
+        r = client.post("/v1/keyphrase/extract", content=b"\xff\xfe", headers={"content-type": "text/plain"})
+        assert r.status_code == 400 and "UTF-8" in r.json()["error"]
+        assert client.get("/v1/palette/nothing-here").status_code == 404
+        # metrics recorded inside the task processes show on the gateway's one /metrics
+        image = {"image": ("cell.png", png_bytes(cells[0][0]), "image/png")}
+        assert client.post("/v1/malaria/classify", files=image).json()["label"] in ("Parasitized", "Uninfected")
+        text = client.get("/metrics").text
+        assert 'rejected_requests_total{status="400",task="keyphrase"}' in text
+        assert 'model_batch_size_count{task="malaria"}' in text
