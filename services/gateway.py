@@ -17,12 +17,12 @@ import json
 from pathlib import Path
 from urllib.parse import urlparse
 
+import aiohttp
 import bentoml
-import httpx
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
-from starlette.responses import FileResponse, StreamingResponse
+from starlette.responses import FileResponse
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
@@ -72,74 +72,72 @@ HOP_BY_HOP = {
     b"upgrade",
 }
 DROP_FROM_RESPONSE = HOP_BY_HOP | {b"date", b"server"}
-CLIENTS: dict[str, httpx.AsyncClient] = {}
+CLIENTS: dict[str, aiohttp.ClientSession] = {}
 
 
 def mount_prefix(svc, app: FastAPI) -> str:
     return next(path.rstrip("/") for mounted, path, _ in svc.mount_apps if mounted is app)
 
 
-def client_for(dep, svc) -> httpx.AsyncClient:
-    """An HTTP client for the address BentoML gave the task (``file://`` unix socket or ``tcp://``); under
-    ``bentoml serve --development`` the task runs in this process and is called in process."""
+def client_for(dep, svc) -> aiohttp.ClientSession:
+    """An HTTP client for the address BentoML gave the task (``file://`` unix socket or ``tcp://``). aiohttp, as
+    BentoML's own client: measured about a millisecond cheaper per request than httpx here."""
     from _bentoml_impl.client import RemoteProxy  # what bentoml.depends gives when the task has its own processes
 
-    timeout = httpx.Timeout((svc.config.get("traffic", {}).get("timeout") or 60) * 1.01, connect=5)
     if not isinstance(dep, RemoteProxy):
-        from starlette.routing import Router
-
-        app = Router(routes=[Mount(path, app=a) for a, path, _ in svc.mount_apps])
-        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://task", timeout=timeout)
+        raise RuntimeError("serve the gateway without --development: each task runs in its own processes")
+    timeout = aiohttp.ClientTimeout(total=(svc.config.get("traffic", {}).get("timeout") or 60) * 1.01, connect=5)
     url = dep.to_async.url
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
     if urlparse(url).scheme == "file":
         from bentoml._internal.utils.uri import uri_to_path
 
-        transport = httpx.AsyncHTTPTransport(uds=uri_to_path(url), limits=limits)
-        return httpx.AsyncClient(transport=transport, base_url="http://task", timeout=timeout)
-    transport = httpx.AsyncHTTPTransport(limits=limits)
-    return httpx.AsyncClient(transport=transport, base_url=url.replace("tcp://", "http://"), timeout=timeout)
+        connector = aiohttp.UnixConnector(path=uri_to_path(url), limit=256)
+        base = "http://task"
+    else:
+        connector, base = aiohttp.TCPConnector(limit=256), url.replace("tcp://", "http://")
+    # the bytes as the task sent them: no decompression, no redirects followed, no headers of its own
+    return aiohttp.ClientSession(
+        base_url=base, connector=connector, timeout=timeout, auto_decompress=False, skip_auto_headers=("User-Agent",)
+    )
 
 
 class Forward:
-    """ASGI app: the request as received goes to the task; its response streams back unchanged."""
+    """ASGI app: the request as received goes to the task; its response comes back unchanged. Responses are read
+    whole (every task answers JSON), which is cheaper than relaying a stream."""
 
     def __init__(self, task: str) -> None:
         self.task = task
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        client = CLIENTS[self.task]
-        path = scope.get("raw_path") or scope["path"].encode()  # percent-encoding as sent
+        path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")  # percent-encoding as sent
         if scope.get("query_string"):
-            path += b"?" + scope["query_string"]
-        headers = [(k, v) for k, v in scope["headers"] if k not in HOP_BY_HOP]
+            path += "?" + scope["query_string"].decode("latin-1")
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in HOP_BY_HOP]
         has_body = any(k in (b"content-length", b"transfer-encoding") for k, _ in scope["headers"])
 
         async def body():
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
-                    raise httpx.ReadError("the client went away")
+                    raise ConnectionResetError("the client went away")
                 if chunk := message.get("body", b""):
                     yield chunk
                 if not message.get("more_body", False):
                     return
 
-        request = client.build_request(
-            scope["method"], path.decode("latin-1"), headers=headers, content=body() if has_body else None
-        )
         try:
-            response = await client.send(request, stream=True)
-        except httpx.TimeoutException:
+            async with CLIENTS[self.task].request(
+                scope["method"], path, headers=headers, data=body() if has_body else None, allow_redirects=False
+            ) as response:
+                content = await response.read()
+                raw = [(k.lower(), v) for k, v in response.raw_headers if k.lower() not in DROP_FROM_RESPONSE]
+                status = response.status
+        except asyncio.TimeoutError:
             return await _error(send, 504, f"the {self.task} service did not answer in time")
-        except httpx.TransportError:
+        except aiohttp.ClientError:
             return await _error(send, 503, f"the {self.task} service is not available")
-        try:
-            out = StreamingResponse(response.aiter_raw(), status_code=response.status_code)
-            out.raw_headers = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in DROP_FROM_RESPONSE]
-            await out(scope, receive, send)  # a client that goes away cancels the stream, and the task's response
-        finally:
-            await response.aclose()
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": content})
 
 
 async def _error(send: Send, status: int, message: str) -> None:
@@ -199,25 +197,26 @@ class GatewayBase:
 
     async def __is_ready__(self) -> bool:
         async def ready(task: str) -> bool:
-            svc, dep = SERVICES[task][0], getattr(self, task)
-            if hasattr(dep, "__is_ready__"):  # --development: the task is an instance in this process
-                return bool(await dep.__is_ready__())
+            path = SERVICES[task][0].config.get("endpoints", {}).get("readyz", "/readyz")
             try:
-                r = await CLIENTS[task].get(svc.config.get("endpoints", {}).get("readyz", "/readyz"), timeout=5)
-            except httpx.HTTPError:
+                async with CLIENTS[task].get(path, timeout=aiohttp.ClientTimeout(total=5)) as r:
+                    return r.status == 200
+            except (aiohttp.ClientError, asyncio.TimeoutError):
                 return False
-            return r.status_code == 200
 
         return all(await asyncio.gather(*(ready(t) for t in SELECTED)))
 
     @bentoml.on_shutdown
     async def close_clients(self) -> None:
-        await asyncio.gather(*(c.aclose() for c in CLIENTS.values()))
+        await asyncio.gather(*(c.close() for c in CLIENTS.values()))
 
 
 Gateway = bentoml.service(
     name="gateway",
     traffic={"timeout": 300},  # at least every task's own timeout: the task answers first
+    # the task logs and traces each request itself; doing it again here costs every request a fraction of a ms
+    logging={"access": {"enabled": False}},
+    tracing={"excluded_urls": ["/v1/"]},
     workers=1,
     endpoints={"livez": "/livez", "readyz": "/readyz"},
 )(
