@@ -7,7 +7,8 @@ OpenAPI page (``/docs``, from ``/docs.json``, every task's routes with their par
 ``/metrics`` (the task processes share BentoML's multiprocess metrics), one ``/readyz`` (200 only when every task
 answers its own ``/readyz`` with 200). The same task services also run as separate deployments, unchanged.
 
-``--arg tasks=tumor,palette`` serves a subset.
+``--arg tasks=tumor,palette`` serves a subset; ``--arg task_urls=malaria=http://malaria:3000,...`` reaches tasks
+that run elsewhere (separate deployments) instead of starting them.
 """
 
 from __future__ import annotations
@@ -49,14 +50,21 @@ SERVICES = {
 
 
 class GatewayArgs(BaseModel):
-    """``bentoml serve services.gateway:Gateway --arg tasks=...`` (every process sees the same arguments)."""
+    """``bentoml serve services.gateway:Gateway --arg tasks=... --arg task_urls=...`` (every process sees the same
+    arguments)."""
 
     tasks: str = Field(",".join(SERVICES), description="comma-separated tasks to serve")
+    task_urls: str = Field(
+        "",
+        description="task=URL pairs, comma-separated (malaria=http://malaria:3000,...): those tasks are reached "
+        "there (separate deployments, as on Kubernetes) instead of being started as processes of this server",
+    )
 
 
 ARGS = bentoml.use_arguments(GatewayArgs)
 SELECTED = [t.strip() for t in ARGS.tasks.split(",") if t.strip()]
-if unknown := sorted(set(SELECTED) - set(SERVICES)):
+URLS = dict(pair.strip().split("=", 1) for pair in ARGS.task_urls.split(",") if pair.strip())
+if unknown := sorted((set(SELECTED) | set(URLS)) - set(SERVICES)):
     raise ValueError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(SERVICES)}")
 
 # Hop-by-hop headers belong to one connection, not to the request; the task's date / server would be doubled.
@@ -221,6 +229,10 @@ Gateway = bentoml.service(
     endpoints={"livez": "/livez", "readyz": "/readyz"},
 )(
     bentoml.asgi_app(app, path="/")(
-        type("Gateway", (GatewayBase,), {task: bentoml.depends(SERVICES[task][0]) for task in SELECTED})
+        type(
+            "Gateway",
+            (GatewayBase,),
+            {task: bentoml.depends(SERVICES[task][0], url=URLS.get(task)) for task in SELECTED},
+        )
     )
 )

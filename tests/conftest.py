@@ -128,6 +128,18 @@ def palette_store(tmp_path_factory) -> dict[str, str]:
     return build_store(tmp_path_factory, "palette", steps)
 
 
+@pytest.fixture(scope="session")
+def suite_store(tmp_path_factory, store, tumor_store, asr_store, keyphrase_store, palette_store) -> dict[str, str]:
+    """One store holding the five task models of the stores above (what the gateway and the bento serve)."""
+    import shutil
+    from pathlib import Path
+
+    home = tmp_path_factory.mktemp("bentoml-home-suite")
+    for env in (store, tumor_store, asr_store, keyphrase_store, palette_store):
+        shutil.copytree(Path(env["BENTOML_HOME"]) / "models", home / "models", dirs_exist_ok=True)
+    return {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", "HF_HUB_OFFLINE": "1"}
+
+
 def entry_metadata(env: dict[str, str], tag: str) -> dict:
     """A store entry's metadata as `bentoml models get TAG -o json` shows it."""
     import json

@@ -4,7 +4,6 @@ path; screenshots land in ``artifacts/web/``."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -33,13 +32,9 @@ TIMEOUT_MS = 60_000
 
 
 @pytest.fixture(scope="module")
-def suite(tmp_path_factory, store, tumor_store, asr_store, keyphrase_store, palette_store):
+def suite(suite_store):
     """The gateway over one store holding the five task models."""
-    home = tmp_path_factory.mktemp("bentoml-home-suite")
-    for env in (store, tumor_store, asr_store, keyphrase_store, palette_store):
-        shutil.copytree(Path(env["BENTOML_HOME"]) / "models", home / "models", dirs_exist_ok=True)
-    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", "HF_HUB_OFFLINE": "1"}
-    proc, url, log = start_server("gateway", {}, env=env, timeout=300)
+    proc, url, log = start_server("gateway", {}, env=suite_store, timeout=300)
     yield url, log
     stop_server(proc)
 
