@@ -20,6 +20,7 @@ from starlette.responses import Response
 
 from services.http import ERROR_RESPONSES, error_response, install_error_handlers, parse_uploads, read_body
 from services.metrics import observer, rejected
+from services.security import ApiKeyMiddleware
 from tasks import get_task
 from tasks.audio import decode_audio
 from tasks.images import InputError
@@ -195,3 +196,6 @@ class Asr:
             elapsed_ms=round(elapsed * 1000, 3),
             rtf=round(elapsed / duration, 4) if duration else 0.0,
         )
+
+
+Asr.add_asgi_middleware(ApiKeyMiddleware)  # optional API keys (services/security.py)

@@ -36,6 +36,7 @@ from services.malaria import Malaria
 from services.malaria import app as malaria_app
 from services.palette import Palette
 from services.palette import app as palette_app
+from services.security import ApiKeyMiddleware, load_auth_config
 from services.tumor import Tumor
 from services.tumor import app as tumor_app
 
@@ -204,10 +205,13 @@ class GatewayBase:
             CLIENTS[task] = client_for(getattr(self, task), SERVICES[task][0])
 
     async def __is_ready__(self) -> bool:
+        auth = load_auth_config()  # tasks may want a key on /readyz too (SUITE_AUTH_HEALTH=key)
+        headers = {"X-API-Key": auth.keys[0].decode()} if auth.enabled else {}
+
         async def ready(task: str) -> bool:
             path = SERVICES[task][0].config.get("endpoints", {}).get("readyz", "/readyz")
             try:
-                async with CLIENTS[task].get(path, timeout=aiohttp.ClientTimeout(total=5)) as r:
+                async with CLIENTS[task].get(path, headers=headers, timeout=aiohttp.ClientTimeout(total=5)) as r:
                     return r.status == 200
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 return False
@@ -236,3 +240,4 @@ Gateway = bentoml.service(
         )
     )
 )
+Gateway.add_asgi_middleware(ApiKeyMiddleware)  # optional API keys (services/security.py)

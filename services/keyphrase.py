@@ -22,6 +22,7 @@ from starlette.responses import Response
 from services.batching import AdaptiveBatcher
 from services.http import ERROR_RESPONSES, error_response, install_error_handlers, read_body
 from services.metrics import observer, rejected
+from services.security import ApiKeyMiddleware
 from tasks import get_task, tagging
 from tasks.images import InputError
 
@@ -201,3 +202,6 @@ class Keyphrase:
         if len(decoded) > ARGS.max_chars:
             raise InputError(f"text of {len(decoded)} characters exceeds the limit of {ARGS.max_chars}", 413)
         return decoded, top_k
+
+
+Keyphrase.add_asgi_middleware(ApiKeyMiddleware)  # optional API keys (services/security.py)

@@ -32,6 +32,7 @@ from services.http import (
     read_body,
 )
 from services.metrics import observer, rejected
+from services.security import ApiKeyMiddleware
 from tasks import get_task
 from tasks.images import ImageLimits, InputError, decode_image, encode_png, preprocess
 
@@ -262,6 +263,9 @@ class Malaria:
                 )
             )
         return out
+
+
+Malaria.add_asgi_middleware(ApiKeyMiddleware)  # optional API keys (services/security.py)
 
 
 def make_batcher(backend: Callable[[np.ndarray], np.ndarray], args: ServiceArgs) -> AdaptiveBatcher:

@@ -30,6 +30,7 @@ from services.http import (
     read_body,
 )
 from services.metrics import observer, rejected
+from services.security import ApiKeyMiddleware
 from tasks import get_task
 from tasks import palette as P
 from tasks.images import ImageLimits, InputError, decode_image
@@ -220,3 +221,6 @@ class Palette:
         if method not in TASK.methods:
             raise InputError(f"unknown method {method!r}: choose one of {', '.join(TASK.methods)}", 422)
         return value, method, flag(extra.get("swatch", swatch), "swatch")
+
+
+Palette.add_asgi_middleware(ApiKeyMiddleware)  # optional API keys (services/security.py)

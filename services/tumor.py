@@ -30,6 +30,7 @@ from services.http import (
     read_body,
 )
 from services.metrics import observer, rejected
+from services.security import ApiKeyMiddleware
 from tasks import get_task
 from tasks.detection import letterbox, postprocess, to_input
 from tasks.images import ImageLimits, InputError, decode_image
@@ -231,3 +232,6 @@ def _annotate(gray: np.ndarray, boxes: list[Box]) -> str:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode()
+
+
+Tumor.add_asgi_middleware(ApiKeyMiddleware)  # optional API keys (services/security.py)

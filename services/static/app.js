@@ -14,6 +14,7 @@ for (const tab of document.querySelectorAll("nav button")) tab.addEventListener(
 
 // API errors in plain words: the server's message says what was wrong; the status says what kind of problem it is.
 function plain(status, message) {
+  if (status === 401) return "This server needs an API key: enter it above and try again.";
   const kinds = {
     400: "The server could not read this input",
     413: "This is too large for the server",
@@ -25,7 +26,14 @@ function plain(status, message) {
   return message ? `${kind}: ${message}` : `${kind}.`;
 }
 
+// An API key, when the server asks for one (401), is kept for this browser session only.
+const KEY = "suite-api-key";
+$("api-key").value = sessionStorage.getItem(KEY) || "";
+$("key-row").hidden = !$("api-key").value;
+$("api-key").addEventListener("change", () => sessionStorage.setItem(KEY, $("api-key").value));
+
 async function call(url, body, headers = {}) {
+  if ($("api-key").value) headers = { ...headers, "X-API-Key": $("api-key").value };
   let response;
   try {
     response = await fetch(url, { method: "POST", body, headers });
@@ -38,6 +46,7 @@ async function call(url, body, headers = {}) {
   } catch (e) {
     data = null;
   }
+  if (response.status === 401) $("key-row").hidden = false;
   if (!response.ok) throw new Error(plain(response.status, data && data.error));
   $("status").textContent = `${data.model} · ${data.backend || ""} · ${Math.round(data.elapsed_ms)} ms`;
   return data;
