@@ -3,7 +3,7 @@
 What the gateway costs: each task's service called directly (``bentoml serve services.<task>:<Task>``) and
 through the gateway (``bentoml serve services.gateway:Gateway``, the task in its own processes behind it), the same
 requests, both servers up at once and measured in alternating rounds so that drift hits both alike. Writes
-``benchmarks/results/gateway-<device>.{json,md}`` in the shared schema (``via`` says which path a row took).
+``benchmarks/results/gateway-cpu.{json,md}`` in the shared schema (``via`` says which path a row took).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def compare(task: str, url: str, gw_url: str, concurrencies: list[int], requests
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gateway", description=__doc__)
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated (default: every task)")
-    parser.add_argument("--requests", type=int, default=200, help="requests per row (speech: a tenth)")
+    parser.add_argument("--requests", type=int, default=200, help="requests per row (speech: a tenth, at least 40)")
     parser.add_argument("--concurrency", default="1,8")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)

@@ -89,7 +89,8 @@ def markdown(doc: dict) -> str:
     lines = [
         f"# {doc['task']} on {doc['device']}",
         "",
-        f"Host: {doc['host']}. Commit `{doc['commit'][:12]}`, {doc['date']}.",
+        f"Host: {doc['host']}. Commit `{doc['commit'][:12]}{'+dirty' if doc['commit'].endswith('+dirty') else ''}`, "
+        f"{doc['date']}.",
         f"Command: `{command}`.",
         "",
         "| " + " | ".join(cols) + " |",

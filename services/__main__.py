@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,9 +22,17 @@ from tasks import TASKS
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def serve(target: str, host: str, port: int, *args: str) -> subprocess.Popen:
+def serve(target: str, host: str, port: int, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "bentoml", "serve", target, "--host", host, "--port", str(port), *args]
-    return subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
+    return subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, env=env)
+
+
+def own_home(home: Path) -> dict[str, str]:
+    """An environment with a BENTOML_HOME of its own over the same models: each `bentoml serve` empties its home's
+    metrics folder at start, so servers side by side must not share one."""
+    own = Path(tempfile.mkdtemp(prefix="bentoml-home-"))
+    (own / "models").symlink_to(home / "models")
+    return {**os.environ, "BENTOML_HOME": str(own)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,9 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}")
     tasks = args.tasks or list(TASKS)
     if args.separate:
+        home = Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml"))
         procs = []
         for i, task in enumerate(tasks):
-            procs.append(serve(f"services.{task}:{task.capitalize()}", args.host, args.port + i))
+            procs.append(serve(f"services.{task}:{task.capitalize()}", args.host, args.port + i, env=own_home(home)))
             print(f"{task}: http://{args.host}:{args.port + i}  (API docs at /)", flush=True)
     else:
         procs = [serve("services.gateway:Gateway", args.host, args.port, "--arg", "tasks=" + ",".join(tasks))]

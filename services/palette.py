@@ -213,7 +213,7 @@ class Palette:
     def options(self, extra: dict, n_colors: int, method: str | None, swatch: bool) -> tuple[int, str, bool]:
         """Options from the query, overridden by JSON / form fields, checked."""
         value = extra.get("n_colors", n_colors)
-        if isinstance(value, str) and value.strip().isdigit():
+        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() and len(value) < 4:
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or not TASK.min_colors <= value <= TASK.max_colors:
             raise InputError(f"n_colors must be a whole number from {TASK.min_colors} to {TASK.max_colors}", 422)

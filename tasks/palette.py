@@ -120,10 +120,12 @@ def thumbnail(img: Image.Image, side: int) -> np.ndarray:
 
 
 def sample(pixels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
-    """At most ``n`` rows of ``pixels`` (N, C), chosen without replacement by a fixed seed."""
+    """At most ``n`` rows of ``pixels`` (N, C), chosen without replacement by a fixed seed, in random order (a
+    prefix of the result is a sample too, also when the image has fewer than ``n`` pixels)."""
+    rng = np.random.default_rng(seed)
     if len(pixels) <= n:
-        return pixels
-    return pixels[np.random.default_rng(seed).choice(len(pixels), n, replace=False)]
+        return pixels[rng.permutation(len(pixels))]
+    return pixels[rng.choice(len(pixels), n, replace=False)]
 
 
 _R26 = np.radians(26)

@@ -28,6 +28,10 @@ def test_gateway_forwards_to_a_separately_deployed_task_and_tracks_its_readiness
             through = client.post("/v1/palette/extract", content=image, headers={"content-type": "image/png"})
             direct = httpx.post(task_url + "/v1/palette/extract", content=image, headers={"content-type": "image/png"})
             assert through.status_code == 200 and through.json()["colors"] == direct.json()["colors"]
+            # an upload over the task's limit: the task's 413 comes back, not a gateway error
+            big = b"\x00" * (21 * 1024 * 1024)  # palette's default limit is 20 MB
+            r = client.post("/v1/palette/extract", content=big, headers={"content-type": "image/png"})
+            assert r.status_code == 413 and "exceeds the limit" in r.json()["error"]
             stop_server(task)  # the task goes away: the gateway stops being ready and says why requests fail
             assert client.get("/readyz").status_code == 503
             r = client.post("/v1/palette/extract", content=image, headers={"content-type": "image/png"})

@@ -85,6 +85,15 @@ def test_fewer_distinct_colours_than_asked():
         np.testing.assert_allclose(pal.share, [0.5, 0.5], atol=0.05)
 
 
+def test_small_images_keep_every_colour():
+    """A small image is sampled whole, in random order: the seedings, which look at a prefix, see all of it."""
+    img = np.full((60, 60, 3), 255, np.uint8)
+    img[30:, :20], img[30:, 20:40], img[30:, 40:] = (200, 20, 20), (20, 160, 20), (20, 20, 200)
+    px = P.image_pixels(img)
+    for method in ("kmeans", "kmedians"):
+        assert len(P.finish(P.extract(px, 4, method), px).rgb) == 4, method
+
+
 def test_kmedians_lowers_the_error_on_a_held_out_photo():
     from training.palette import eval_pixels
 

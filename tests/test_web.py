@@ -87,7 +87,9 @@ def test_page_shows_the_clinical_notice_and_every_panel(page):
         open_panel(page, name)
 
 
-def test_tumour_boxes_are_drawn(page):
+def test_tumour_slice_comes_back_drawn(page):
+    """The slice is shown as the server drew it, with a table of boxes or the no-finding message (the small test
+    model need not find the lesion: boxes against truth are tested in test_tumor_service.py)."""
     from training.datasets.mri import generate
 
     images, targets, _ = generate(6, seed=4242)

@@ -59,7 +59,8 @@ class Generator(nn.Module):
 
     Each palette colour is a weighted mean of the image's colours at half resolution: the network predicts, per
     colour, where in the image to look (a softmax over positions from local features and the image's global
-    context). Colours therefore come from the image and stay in gamut.
+    context). Colours therefore come from the image's own colours (a mean in CIELAB can still fall just outside
+    sRGB; :func:`tasks.palette.lab_to_srgb` clips it).
     """
 
     def __init__(self, sizes: tuple[int, ...], width: int = 32) -> None:
@@ -87,7 +88,7 @@ class Generator(nn.Module):
 
 
 class Critic(nn.Module):
-    """(image, palette of n colours in scaled CIELAB) -> logit that the palette is a k-means palette of the image.
+    """(image, palette of n colours as CIELAB / LAB_SCALE) -> logit that the palette is a k-means palette of the image.
     Colours are encoded one by one and pooled, so the order of a palette does not matter."""
 
     def __init__(self, max_colors: int, width: int = 32) -> None:
@@ -298,6 +299,8 @@ def chroma_finetune(model, train, val, cfg, device, start_score: float) -> list[
 def train(spec: PaletteSpec, cfg: TrainConfig) -> PaletteResult:
     if cfg.data is not None:
         raise ValueError("palette trains on synthetic images and scikit-image's photos: use --synthetic N")
+    if cfg.freeze != "none" or cfg.pretrained or cfg.input_size:
+        raise ValueError("--freeze, --pretrained and --input-size do not apply to the palette generator")
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     if cfg.threads:

@@ -197,7 +197,10 @@ $("keyphrase-go").addEventListener("click", () => run("keyphrase", async () => {
   $("keyphrase-marked").replaceChildren(...parts);
 }));
 
-// Palette: colours with their shares, and the server's swatch.
+// Palette: colours with their shares, and the server's swatch; a new number of colours asks again.
+$("palette-n").addEventListener("change", () => {
+  if ($("palette-file").files.length) $("palette-file").dispatchEvent(new Event("change"));
+});
 $("palette-file").addEventListener("change", () => run("palette", async () => {
   const n = $("palette-n").value;
   const data = await call(`/v1/palette/extract?n_colors=${encodeURIComponent(n)}`, form("image", $("palette-file").files));
