@@ -24,7 +24,6 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.responses import FileResponse
-from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
@@ -192,9 +191,24 @@ for task in SELECTED:
                 operation_id=f"{task}_{route.name}",
                 openapi_extra=route.openapi_extra,
             )
-            clone.app = forward  # answered by the task service, not here
+            clone.app = forward  # documents the route; requests take the faster path below
             app.router.routes.append(clone)
-    app.router.routes.append(Mount(prefix, app=forward))  # the rest under the prefix: the task's own 404 / 405
+
+
+class Dispatch:
+    """ASGI app mounted at ``/v1``: ``/v1/<task>/...`` goes straight to that task's :class:`Forward`, without
+    matching FastAPI's routes (BentoML tries every route of a mounted Starlette app before choosing it; a plain
+    ASGI app is chosen by its prefix alone). Anything else under ``/v1`` is the task's own 404 / 405."""
+
+    def __init__(self, tasks: list[str]) -> None:
+        self.forwards = {task: Forward(task) for task in tasks}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        forward = self.forwards.get(path.removeprefix("/v1/").split("/", 1)[0]) if scope["type"] == "http" else None
+        if forward is None:
+            return await _error(send, 404, f"no such route: {path.split('?')[0]}")
+        await forward(scope, receive, send)
 
 
 class GatewayBase:
@@ -232,11 +246,13 @@ Gateway = bentoml.service(
     workers=1,
     endpoints={"livez": "/livez", "readyz": "/readyz"},
 )(
-    bentoml.asgi_app(app, path="/")(
-        type(
-            "Gateway",
-            (GatewayBase,),
-            {task: bentoml.depends(SERVICES[task][0], url=URLS.get(task)) for task in SELECTED},
+    bentoml.asgi_app(app, path="/")(  # the page, the docs, and the routes as /docs.json describes them
+        bentoml.asgi_app(Dispatch(SELECTED), path="/v1")(
+            type(
+                "Gateway",
+                (GatewayBase,),
+                {task: bentoml.depends(SERVICES[task][0], url=URLS.get(task)) for task in SELECTED},
+            )
         )
     )
 )
