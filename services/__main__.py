@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 from tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
+HOMES: list[Path] = []  # the servers' own BENTOML_HOMEs, removed at exit
 
 
 def serve(target: str, host: str, port: int, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -31,6 +33,7 @@ def own_home(home: Path) -> dict[str, str]:
     """An environment with a BENTOML_HOME of its own over the same models: each `bentoml serve` empties its home's
     metrics folder at start, so servers side by side must not share one."""
     own = Path(tempfile.mkdtemp(prefix="bentoml-home-"))
+    HOMES.append(own)
     (own / "models").symlink_to(home / "models")
     return {**os.environ, "BENTOML_HOME": str(own)}
 
@@ -72,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         stop()
         for p in procs:
             p.wait(30)
+        for home in HOMES:
+            shutil.rmtree(home, ignore_errors=True)
     failed = [p.returncode for p in procs if p.returncode not in (0, -signal.SIGTERM, None)]
     return 1 if failed else 0
 
