@@ -63,7 +63,10 @@ class GatewayArgs(BaseModel):
 
 ARGS = bentoml.use_arguments(GatewayArgs)
 SELECTED = [t.strip() for t in ARGS.tasks.split(",") if t.strip()]
-URLS = dict(pair.strip().split("=", 1) for pair in ARGS.task_urls.split(",") if pair.strip())
+PAIRS = [pair.strip() for pair in ARGS.task_urls.split(",") if pair.strip()]
+if malformed := [pair for pair in PAIRS if "=" not in pair]:
+    raise ValueError(f"task_urls: expected task=URL pairs, got {', '.join(malformed)}")
+URLS = dict(pair.split("=", 1) for pair in PAIRS)
 if unknown := sorted((set(SELECTED) | set(URLS)) - set(SERVICES)):
     raise ValueError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(SERVICES)}")
 
