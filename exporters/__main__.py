@@ -143,6 +143,7 @@ def export_palette(spec, entry, fmt: str, n: int) -> dict:
     from PIL import Image
 
     from exporters import palette as palette_export
+    from exporters.onnx import OPSET
     from tasks import palette
     from tasks.spec import resolve
     from tasks.store import record, sha256_file, verified_file
@@ -162,7 +163,7 @@ def export_palette(spec, entry, fmt: str, n: int) -> dict:
     except Exception:
         out.unlink(missing_ok=True)
         raise
-    report.update(file="model.onnx", opset=palette_export.OPSET)
+    report.update(file="model.onnx", opset=OPSET)
     record(entry, "export_onnx", report, files={"model.onnx": sha256_file(out)})
     return report
 

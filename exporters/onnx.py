@@ -31,17 +31,7 @@ def export_onnx(model, spec: ImageClassifierSpec, meta: dict, tag: str, path: Pa
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return torch.softmax(self.inner(x), dim=1)
 
-    wrapped = WithSoftmax(model.eval()).eval()
-    torch.onnx.export(
-        wrapped,
-        (torch.zeros(2, 3, size, size),),
-        str(path),
-        input_names=[INPUT],
-        output_names=[OUTPUT],
-        dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
-        opset_version=OPSET,
-        dynamo=False,
-    )
+    export_images_model(WithSoftmax(model.eval()).eval(), size, path, INPUT, OUTPUT)
     props = {
         "task": spec.name,
         "model_tag": tag,
@@ -51,6 +41,22 @@ def export_onnx(model, spec: ImageClassifierSpec, meta: dict, tag: str, path: Pa
         "input_layout": "NCHW float32, RGB",
     }
     set_metadata(path, props)
+
+
+def export_images_model(model, size: int, path: Path, input_name: str, output_name: str) -> None:
+    """``torch.onnx.export`` of a model of (N, 3, size, size) images, N dynamic, at the suite's opset."""
+    import torch
+
+    torch.onnx.export(
+        model,
+        (torch.zeros(2, 3, size, size),),
+        str(path),
+        input_names=[input_name],
+        output_names=[output_name],
+        dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+        opset_version=OPSET,
+        dynamo=False,
+    )
 
 
 def set_metadata(path: Path, props: dict[str, str]) -> None:

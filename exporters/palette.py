@@ -9,29 +9,17 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.onnx import set_metadata
+from exporters.onnx import export_images_model, set_metadata
 from exporters.validate import ParityError
 from tasks import palette as P
 from tasks.spec import PaletteSpec
 
-OPSET = 17
 INPUT, OUTPUT = "images", "colours"
 
 
 def export_onnx(model, spec: PaletteSpec, tag: str, path: Path) -> None:
-    import torch
-
     size = spec.input_size
-    torch.onnx.export(
-        model.eval(),
-        (torch.zeros(2, 3, size, size),),
-        str(path),
-        input_names=[INPUT],
-        output_names=[OUTPUT],
-        dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
-        opset_version=OPSET,
-        dynamo=False,
-    )
+    export_images_model(model.eval(), size, path, INPUT, OUTPUT)
     props = {
         "task": spec.name,
         "model_tag": tag,

@@ -174,11 +174,29 @@ async def docs() -> FileResponse:
     return FileResponse(Path(_bentoml_impl.server.__file__).parent / "main-openapi.html")
 
 
+class Dispatch:
+    """ASGI app mounted at ``/v1``: ``/v1/<task>/...`` goes straight to that task's :class:`Forward`, without
+    matching FastAPI's routes (BentoML tries every route of a mounted Starlette app before choosing it; a plain
+    ASGI app is chosen by its prefix alone). Anything else under ``/v1`` is the task's own 404 / 405."""
+
+    def __init__(self, tasks: list[str]) -> None:
+        self.forwards = {task: Forward(task) for task in tasks}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        forward = self.forwards.get(path.removeprefix("/v1/").split("/", 1)[0]) if scope["type"] == "http" else None
+        if forward is None:
+            return await _error(send, 404, f"no such route: {path.split('?')[0]}")
+        await forward(scope, receive, send)
+
+
+DISPATCH = Dispatch(SELECTED)
+
+
 app.mount("/static", StaticFiles(directory=STATIC), name="static")
 for task in SELECTED:
     svc, task_app = SERVICES[task]
     prefix = mount_prefix(svc, task_app)
-    forward = Forward(task)
     for route in task_app.routes:  # the task's routes under their full path: /docs.json documents every task
         if isinstance(route, APIRoute):
             clone = APIRoute(
@@ -194,24 +212,8 @@ for task in SELECTED:
                 operation_id=f"{task}_{route.name}",
                 openapi_extra=route.openapi_extra,
             )
-            clone.app = forward  # documents the route; requests take the faster path below
+            clone.app = DISPATCH.forwards[task]  # documents the route; requests reach DISPATCH first (under /v1)
             app.router.routes.append(clone)
-
-
-class Dispatch:
-    """ASGI app mounted at ``/v1``: ``/v1/<task>/...`` goes straight to that task's :class:`Forward`, without
-    matching FastAPI's routes (BentoML tries every route of a mounted Starlette app before choosing it; a plain
-    ASGI app is chosen by its prefix alone). Anything else under ``/v1`` is the task's own 404 / 405."""
-
-    def __init__(self, tasks: list[str]) -> None:
-        self.forwards = {task: Forward(task) for task in tasks}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
-        forward = self.forwards.get(path.removeprefix("/v1/").split("/", 1)[0]) if scope["type"] == "http" else None
-        if forward is None:
-            return await _error(send, 404, f"no such route: {path.split('?')[0]}")
-        await forward(scope, receive, send)
 
 
 class GatewayBase:
@@ -250,7 +252,7 @@ Gateway = bentoml.service(
     endpoints={"livez": "/livez", "readyz": "/readyz"},
 )(
     bentoml.asgi_app(app, path="/")(  # the page, the docs, and the routes as /docs.json describes them
-        bentoml.asgi_app(Dispatch(SELECTED), path="/v1")(
+        bentoml.asgi_app(DISPATCH, path="/v1")(
             type(
                 "Gateway",
                 (GatewayBase,),
