@@ -31,8 +31,10 @@ def start_server(
     env: dict[str, str] | None = None,
     log_dir: Path | None = None,
     timeout: float = 180,
+    wait_for: str = "/readyz",
 ) -> tuple[subprocess.Popen, str, Path]:
-    """Run the task's service until ``/readyz`` answers 200; returns (process, base URL, log file)."""
+    """Run the task's service until ``wait_for`` answers 200 (``/livez``: up, whether ready or not); returns
+    (process, base URL, log file)."""
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", **(env or {})}
     port = free_port()
     cmd = [
@@ -59,14 +61,14 @@ def start_server(
         if proc.poll() is not None:
             raise RuntimeError(f"bentoml serve exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
         try:
-            with urllib.request.urlopen(url + "/readyz", timeout=2) as r:
+            with urllib.request.urlopen(url + wait_for, timeout=2) as r:
                 if r.status == 200:
                     return proc, url, log_path
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.5)
     stop_server(proc)
-    raise TimeoutError(f"{task} service not ready within {timeout}s:\n{log_path.read_text()[-3000:]}")
+    raise TimeoutError(f"{task} service: {wait_for} not 200 within {timeout}s:\n{log_path.read_text()[-3000:]}")
 
 
 def stop_server(proc: subprocess.Popen) -> None:

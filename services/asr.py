@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from services.http import ERROR_RESPONSES, error_response, install_error_handlers, parse_uploads, read_body
+from services.lifecycle import ModelService
 from services.metrics import observer, rejected
 from services.security import ApiKeyMiddleware
 from tasks import get_task
@@ -111,22 +112,20 @@ async def transcribe(
 
 @bentoml.service(name="asr", traffic={"timeout": 600}, workers=1, endpoints={"livez": "/livez", "readyz": "/readyz"})
 @bentoml.asgi_app(app, path="/v1/asr")
-class Asr:
+class Asr(ModelService):
     """Whisper fine-tuned for Korean, served by CTranslate2 (faster-whisper)."""
 
     model_ref = bentoml.models.BentoModel(ARGS.model_tag)
 
-    def __init__(self) -> None:
-        from starlette.formparsers import MultiPartParser
+    task = TASK.name
 
+    def load(self) -> None:
         from tasks.audio import ffmpeg_path
         from tasks.speech import fast_model
         from tasks.store import entry_for_task, verified_file
 
-        self.ready = False
         ffmpeg_path()  # fail at start, not at the first request, where ffmpeg is missing
-        self.body_limit = int(ARGS.max_body_mb * 1024 * 1024)
-        MultiPartParser.spool_max_size = self.body_limit  # uploads stay in memory, never on disk
+        self.set_body_limit(ARGS.max_body_mb)  # uploads stay in memory: nothing a client sends is written to disk
         entry = entry_for_task(TASK.name, ARGS.model_tag)
         files = [name for name in entry.info.metadata.get("files", {}) if name.startswith("ct2/")]
         if not files:
@@ -145,10 +144,6 @@ class Asr:
         )
         self.observe = observer(TASK.name)
         self.run(np.zeros(TASK.sample_rate, np.float32), False)  # warm-up before reporting ready
-        self.ready = True
-
-    async def __is_ready__(self) -> bool:
-        return self.ready
 
     def run(self, audio: np.ndarray, words: bool) -> list[Segment]:
         """Transcribe (on a worker thread: CTranslate2 releases the GIL)."""

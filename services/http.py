@@ -143,8 +143,13 @@ def flag(value: object, name: str) -> bool:
 
 
 def install_error_handlers(app) -> None:
-    """Answer FastAPI's own parameter validation failures in the suite's ``{"error": ...}`` shape (422)."""
+    """Answer FastAPI's own parameter validation failures in the suite's ``{"error": ...}`` shape (422), and
+    every route with 503 while the service's model is not loaded (:class:`services.lifecycle.ReadinessGate`)."""
     from fastapi.exceptions import RequestValidationError
+
+    from services.lifecycle import ReadinessGate
+
+    app.add_middleware(ReadinessGate)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_parameters(_request: Request, exc: RequestValidationError) -> JSONResponse:

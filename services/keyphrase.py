@@ -21,6 +21,7 @@ from starlette.responses import Response
 
 from services.batching import AdaptiveBatcher
 from services.http import ERROR_RESPONSES, error_response, install_error_handlers, read_body
+from services.lifecycle import ModelService
 from services.metrics import observer, rejected
 from services.security import ApiKeyMiddleware
 from tasks import get_task, tagging
@@ -99,18 +100,19 @@ async def extract(
     name="keyphrase", traffic={"timeout": 60}, workers=1, endpoints={"livez": "/livez", "readyz": "/readyz"}
 )
 @bentoml.asgi_app(app, path="/v1/keyphrase")
-class Keyphrase:
+class Keyphrase(ModelService):
     """BERT-like token tagger (ONNX Runtime) with span assembly, deduplication and ranking."""
 
     model_ref = bentoml.models.BentoModel(ARGS.model_tag)
 
-    def __init__(self) -> None:
+    task = TASK.name
+
+    def load(self) -> None:
         from transformers import AutoTokenizer
 
         from exporters.tagger import OnnxTagger
         from tasks.store import entry_for_task, verified_file
 
-        self.ready = False
         entry = entry_for_task(TASK.name, ARGS.model_tag)
         files = entry.info.metadata.get("files", {})
         if "model.onnx" not in files:
@@ -127,14 +129,10 @@ class Keyphrase:
         self.batchers = {n: AdaptiveBatcher(self.run, size, delay, observer(TASK.name)) for n in BUCKETS}
         self.run(np.ones((1, 2, BUCKETS[0]), np.int64))  # warm-up before reporting ready
         tagging.normalise("warm-up")  # loads the stemmer now, not on the first request
-        self.ready = True
-
-    async def __is_ready__(self) -> bool:
-        return self.ready
 
     @bentoml.on_shutdown
     def shutdown(self) -> None:
-        for batcher in self.batchers.values():
+        for batcher in getattr(self, "batchers", {}).values():
             batcher.close()
 
     def run(self, x: np.ndarray) -> np.ndarray:

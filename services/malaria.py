@@ -31,6 +31,7 @@ from services.http import (
     parse_uploads,
     read_body,
 )
+from services.lifecycle import ModelService
 from services.metrics import observer, rejected
 from services.security import ApiKeyMiddleware
 from tasks import get_task
@@ -154,21 +155,18 @@ async def classify_batch(
     endpoints={"livez": "/livez", "readyz": "/readyz"},
 )
 @bentoml.asgi_app(app, path="/v1/malaria")
-class Malaria:
+class Malaria(ModelService):
     """EfficientNet-B0 malaria cell classifier (ONNX Runtime; PyTorch fallback and Grad-CAM)."""
 
     model_ref = bentoml.models.BentoModel(ARGS.model_tag)
 
-    def __init__(self) -> None:
-        from starlette.formparsers import MultiPartParser
+    task = TASK.name
 
+    def load(self) -> None:
         from tasks.store import entry_for_task
 
-        self.ready = False
         self.args = ARGS
-        self.body_limit = int(ARGS.max_body_mb * 1024 * 1024)
-        # Uploads stay in memory up to the body limit: nothing a client sends is written to disk.
-        MultiPartParser.spool_max_size = self.body_limit
+        self.set_body_limit(ARGS.max_body_mb)  # uploads stay in memory: nothing a client sends is written to disk
         entry = entry_for_task(TASK.name, ARGS.model_tag)
         meta = entry.info.metadata
         self.tag = str(entry.tag)
@@ -188,14 +186,11 @@ class Malaria:
         self.backend_name = f"{self.backend.name}/{self.backend.device}"
         self.backend(np.zeros((1, 3, self.size, self.size), np.float32))  # warm-up before reporting ready
         self.batcher = make_batcher(self.backend, ARGS)
-        self.ready = True
-
-    async def __is_ready__(self) -> bool:
-        return self.ready
 
     @bentoml.on_shutdown
     def shutdown(self) -> None:
-        self.batcher.close()
+        if self.ready:
+            self.batcher.close()
 
     async def handle(self, request: Request, gradcam: bool, many: bool) -> Response | BaseModel:
         """Validate, decode, classify (through the batcher) and answer one request of either route."""

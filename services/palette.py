@@ -29,6 +29,7 @@ from services.http import (
     parse_uploads,
     read_body,
 )
+from services.lifecycle import ModelService
 from services.metrics import observer, rejected
 from services.security import ApiKeyMiddleware
 from tasks import get_task
@@ -124,20 +125,18 @@ async def extract(
 
 @bentoml.service(name="palette", traffic={"timeout": 60}, workers=1, endpoints={"livez": "/livez", "readyz": "/readyz"})
 @bentoml.asgi_app(app, path="/v1/palette")
-class Palette:
+class Palette(ModelService):
     """Palettes by k-means / k-medians (NumPy) or the learned generator (ONNX Runtime)."""
 
     model_ref = bentoml.models.BentoModel(ARGS.model_tag)
 
-    def __init__(self) -> None:
-        from starlette.formparsers import MultiPartParser
+    task = TASK.name
 
+    def load(self) -> None:
         from services.backends import OnnxBackend
         from tasks.store import entry_for_task, verified_file
 
-        self.ready = False
-        self.body_limit = int(ARGS.max_body_mb * 1024 * 1024)
-        MultiPartParser.spool_max_size = self.body_limit  # uploads stay in memory: nothing is written to disk
+        self.set_body_limit(ARGS.max_body_mb)  # uploads stay in memory: nothing a client sends is written to disk
         entry = entry_for_task(TASK.name, ARGS.model_tag)
         if "model.onnx" not in entry.info.metadata.get("files", {}):
             raise FileNotFoundError(f"{entry.tag} has no ONNX export: run `python -m exporters palette --format onnx`")
@@ -155,14 +154,11 @@ class Palette:
         warm = np.zeros((32, 32, 3), np.uint8)
         self.runner(P.generator_input(warm, TASK)[None])  # warm-up before reporting ready
         P.extract(P.image_pixels(warm, TASK), 2, "kmedians")
-        self.ready = True
-
-    async def __is_ready__(self) -> bool:
-        return self.ready
 
     @bentoml.on_shutdown
     def shutdown(self) -> None:
-        self.batcher.close()
+        if self.ready:
+            self.batcher.close()
 
     async def handle(self, request: Request, n_colors: int, method: str | None, swatch: bool) -> Response | BaseModel:
         start = time.perf_counter()

@@ -29,6 +29,7 @@ from services.http import (
     parse_uploads,
     read_body,
 )
+from services.lifecycle import ModelService
 from services.metrics import observer, rejected
 from services.security import ApiKeyMiddleware
 from tasks import get_task
@@ -119,22 +120,21 @@ async def detect(
 
 @bentoml.service(name="tumor", traffic={"timeout": 60}, workers=1, endpoints={"livez": "/livez", "readyz": "/readyz"})
 @bentoml.asgi_app(app, path="/v1/tumor")
-class Tumor:
+class Tumor(ModelService):
     """YOLO brain-tumour detector (ONNX Runtime, own letterbox and NMS)."""
 
     model_ref = bentoml.models.BentoModel(ARGS.model_tag)
 
-    def __init__(self) -> None:
+    task = TASK.name
+
+    def load(self) -> None:
         import nibabel  # noqa: F401 - imported now so that the first DICOM / NIfTI request does not pay for it
         import pydicom  # noqa: F401
-        from starlette.formparsers import MultiPartParser
 
         from services.backends import OnnxBackend
         from tasks.store import entry_for_task, verified_file
 
-        self.ready = False
-        self.body_limit = int(ARGS.max_body_mb * 1024 * 1024)
-        MultiPartParser.spool_max_size = self.body_limit  # uploads stay in memory, never on disk
+        self.set_body_limit(ARGS.max_body_mb)  # uploads stay in memory: nothing a client sends is written to disk
         entry = entry_for_task(TASK.name, ARGS.model_tag)
         meta = entry.info.metadata
         if "model.onnx" not in meta.get("files", {}):
@@ -150,14 +150,11 @@ class Tumor:
         self.batcher = AdaptiveBatcher(
             self.backend, size, ARGS.max_delay_ms if ARGS.batching else 0.0, observer(TASK.name)
         )
-        self.ready = True
-
-    async def __is_ready__(self) -> bool:
-        return self.ready
 
     @bentoml.on_shutdown
     def shutdown(self) -> None:
-        self.batcher.close()
+        if self.ready:
+            self.batcher.close()
 
     async def handle(
         self, request: Request, conf: float, iou: float, slice_index: int | None, annotate: bool

@@ -1,0 +1,102 @@
+"""Faults: a model file corrupted on disk, a worker process killed under load."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+
+from benchmarks.server import start_server, stop_server
+from tests.conftest import png_bytes
+
+
+def _corrupt_copy(env: dict[str, str], dest: Path, name: str) -> dict[str, str]:
+    """A copy of ``env``'s store whose malaria ``name`` has one byte flipped (same size, wrong checksum)."""
+    shutil.copytree(Path(env["BENTOML_HOME"]) / "models", dest / "models")
+    [path] = (dest / "models" / "malaria").glob(f"*/{name}")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return {**env, "BENTOML_HOME": str(dest)}
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "model.pt"])
+def test_corrupt_model_file_leaves_service_up_not_ready_with_one_log_line(store, tmp_path, name):
+    env = _corrupt_copy(store, tmp_path / "home", name)
+    proc, url, log = start_server("malaria", {}, env=env, wait_for="/livez")
+    try:
+        with httpx.Client(base_url=url, timeout=30) as c:
+            time.sleep(3)  # a crashing worker would have been restarted (and logged again) by now
+            assert c.get("/readyz").status_code == 503
+            png = png_bytes(np.zeros((32, 32, 3), np.uint8))
+            r = c.post("/v1/malaria/classify", content=png, headers={"content-type": "image/png"})
+            assert r.status_code == 503, r.text
+            assert "not ready" in r.json()["error"] and r.headers["retry-after"] == "30"
+            assert c.get("/livez").status_code == 200
+        text = log.read_text()
+        lines = [ln for ln in text.splitlines() if "model not loaded" in ln]
+        assert len(lines) == 1, text[-3000:]
+        assert f"{name} is corrupt (sha256" in lines[0] and "malaria" in lines[0]
+        assert "Traceback" not in text, text[-3000:]
+    finally:
+        stop_server(proc)
+
+
+def _worker_pids(proc) -> set[int]:
+    """The service's worker processes (BentoML's arbiter spawns them as children of ``bentoml serve``)."""
+    pids = set()
+    for p in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            if "_bentoml_impl.worker.service" in " ".join(p.cmdline()):
+                pids.add(p.pid)
+        except psutil.Error:  # exited (a zombie until reaped)
+            pass
+    return pids
+
+
+def test_killed_worker_is_replaced_and_later_requests_succeed(store):
+    proc, url, _ = start_server("malaria", {}, env=store)
+    image = png_bytes(np.random.default_rng(0).integers(0, 255, (48, 48, 3), dtype=np.uint8))
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=url, timeout=30) as c:
+            while not stop.is_set():
+                try:
+                    r = c.post("/v1/malaria/classify", content=image, headers={"content-type": "image/png"})
+                    statuses.append(r.status_code)
+                except httpx.HTTPError:
+                    statuses.append(0)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    try:
+        [old] = _worker_pids(proc)
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        assert statuses and set(statuses) == {200}
+        psutil.Process(old).kill()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            new = _worker_pids(proc) - {old}
+            if new and httpx.get(url + "/readyz").status_code == 200:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("no ready worker within 120 s of the kill")
+        served = len(statuses)
+        time.sleep(2.0)  # under load again, with the replacement worker
+        after = statuses[served:]
+        assert len(after) >= 10 and set(after) == {200}, after
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+        stop_server(proc)
