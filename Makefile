@@ -17,7 +17,7 @@ export PYTHONUNBUFFERED := 1
 
 STAMP := $(VENV)/.installed
 
-.PHONY: setup debian models serve test test-slow test-gpu bench lint format clean
+.PHONY: setup debian models serve test test-slow test-gpu fuzz soak bench lint format clean
 
 setup: debian $(STAMP)
 
@@ -52,6 +52,14 @@ test: setup lint
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+# Schemathesis over every documented route through the gateway, longer than the pass in `make test`.
+fuzz: setup
+	FUZZ_EXAMPLES=$(or $(EXAMPLES),300) $(BIN)/python -m pytest tests/test_fuzz.py $(PYTEST_ARGS)
+
+# The suite's capacity under the p99 SLO, then 10 minutes at 70 % of it (benchmarks/results/soak-cpu.md).
+soak: models
+	$(BIN)/python -m benchmarks.soak
 
 # On a CUDA host: GPU service, TensorRT export (where TensorRT is installed), CUDA benchmark.
 test-gpu: setup

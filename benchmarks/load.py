@@ -16,6 +16,11 @@ def multipart_request(
     host: str, port: int, path: str, field_name: str, filename: str, data: bytes, content_type: str = "image/png"
 ) -> bytes:
     """A complete POST with one multipart file, ready to write to a socket."""
+    return raw_request(host, port, path, *multipart_body(field_name, filename, data, content_type))
+
+
+def multipart_body(field_name: str, filename: str, data: bytes, content_type: str) -> tuple[bytes, str]:
+    """(body, content type) of a multipart form holding one file."""
     boundary = uuid.uuid4().hex
     body = (
         (
@@ -25,7 +30,7 @@ def multipart_request(
         + data
         + f"\r\n--{boundary}--\r\n".encode()
     )
-    return raw_request(host, port, path, body, f"multipart/form-data; boundary={boundary}")
+    return body, f"multipart/form-data; boundary={boundary}"
 
 
 def raw_request(host: str, port: int, path: str, body: bytes, content_type: str) -> bytes:

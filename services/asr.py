@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from services.http import ERROR_RESPONSES, error_response, install_error_handlers, parse_uploads, read_body
-from services.lifecycle import ModelService
+from services.lifecycle import CommonArgs, ModelService
 from services.metrics import observer, rejected
 from services.security import ApiKeyMiddleware
 from tasks import get_task
@@ -31,10 +31,11 @@ RAW_TYPES = ("audio/", "video/webm", "video/mp4", "video/ogg", "application/octe
 SILENCE_PEAK = 1e-4  # -80 dBFS: nothing a microphone records as speech
 
 
-class ServiceArgs(BaseModel):
+class ServiceArgs(CommonArgs):
     """``bentoml serve services.asr:Asr --arg NAME=VALUE``."""
 
     model_tag: str = Field("asr:latest", description="store entry to serve (needs its ct2 export)")
+    timeout_s: float = Field(600.0, gt=0, le=3600, description="a long recording takes minutes on a CPU")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compute_type: Literal["auto", "float32", "int8", "float16", "int8_float16"] = Field(
         "auto", description="CTranslate2 precision; auto: float32 on a CPU, float16 on a GPU"
@@ -110,7 +111,9 @@ async def transcribe(
     return await bentoml.get_current_service().handle(request, word_timestamps)
 
 
-@bentoml.service(name="asr", traffic={"timeout": 600}, workers=1, endpoints={"livez": "/livez", "readyz": "/readyz"})
+@bentoml.service(
+    name="asr", traffic={"timeout": ARGS.timeout_s}, workers=1, endpoints={"livez": "/livez", "readyz": "/readyz"}
+)
 @bentoml.asgi_app(app, path="/v1/asr")
 class Asr(ModelService):
     """Whisper fine-tuned for Korean, served by CTranslate2 (faster-whisper)."""

@@ -82,7 +82,9 @@ HOP_BY_HOP = {
     b"transfer-encoding",
     b"upgrade",
 }
+NOT_FORWARDED = HOP_BY_HOP | {b"expect"}  # the gateway answers a client's Expect itself and sets its own
 DROP_FROM_RESPONSE = HOP_BY_HOP | {b"date", b"server"}
+SEND_AT_ONCE = 1024 * 1024  # bodies up to this size go with their headers: no round trip for a go-ahead
 CLIENTS: dict[str, aiohttp.ClientSession] = {}
 
 
@@ -123,8 +125,12 @@ class Forward:
         path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")  # percent-encoding as sent
         if scope.get("query_string"):
             path += "?" + scope["query_string"].decode("latin-1")
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in HOP_BY_HOP]
-        has_body = any(k in (b"content-length", b"transfer-encoding") for k, _ in scope["headers"])
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in NOT_FORWARDED]
+        sizes = [v for k, v in scope["headers"] if k == b"content-length"]
+        has_body = bool(sizes) or any(k == b"transfer-encoding" for k, _ in scope["headers"])
+        # A large or unsized body is sent once the task says "100 Continue": a task that refuses it at once (413
+        # for a declared size past its limit) is heard before the client has to send, or the gateway to read, it.
+        expect = has_body and not (sizes and sizes[0].isdigit() and int(sizes[0]) <= SEND_AT_ONCE)
 
         async def body():
             while True:
@@ -138,7 +144,12 @@ class Forward:
 
         try:
             async with CLIENTS[self.task].request(
-                scope["method"], path, headers=headers, data=body() if has_body else None, allow_redirects=False
+                scope["method"],
+                path,
+                headers=headers,
+                data=body() if has_body else None,
+                expect100=expect,
+                allow_redirects=False,
             ) as response:
                 content = await response.read()
                 raw = [(k.lower(), v) for k, v in response.raw_headers if k.lower() not in DROP_FROM_RESPONSE]
@@ -244,7 +255,7 @@ class GatewayBase:
 
 Gateway = bentoml.service(
     name="gateway",
-    traffic={"timeout": 300},  # at least every task's own timeout: the task answers first
+    traffic={"timeout": 3700},  # past any task's own timeout (at most 3600 s): the task's 504 comes first
     # the task logs and traces each request itself; doing it again here costs every request a fraction of a ms
     logging={"access": {"enabled": False}},
     tracing={"excluded_urls": ["/v1/"]},

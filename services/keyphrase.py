@@ -21,7 +21,7 @@ from starlette.responses import Response
 
 from services.batching import AdaptiveBatcher
 from services.http import ERROR_RESPONSES, error_response, install_error_handlers, read_body
-from services.lifecycle import ModelService
+from services.lifecycle import CommonArgs, ModelService
 from services.metrics import observer, rejected
 from services.security import ApiKeyMiddleware
 from tasks import get_task, tagging
@@ -32,7 +32,7 @@ LONG_TEXT = 2_000  # characters
 BUCKETS = tuple(range(32, 257, 32))  # window lengths a request is padded to: at most 31 padding tokens
 
 
-class ServiceArgs(BaseModel):
+class ServiceArgs(CommonArgs):
     """``bentoml serve services.keyphrase:Keyphrase --arg NAME=VALUE``."""
 
     model_tag: str = Field("keyphrase:latest", description="store entry to serve (needs its ONNX export)")
@@ -97,7 +97,7 @@ async def extract(
 
 
 @bentoml.service(
-    name="keyphrase", traffic={"timeout": 60}, workers=1, endpoints={"livez": "/livez", "readyz": "/readyz"}
+    name="keyphrase", traffic={"timeout": ARGS.timeout_s}, workers=1, endpoints={"livez": "/livez", "readyz": "/readyz"}
 )
 @bentoml.asgi_app(app, path="/v1/keyphrase")
 class Keyphrase(ModelService):

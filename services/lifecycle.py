@@ -11,10 +11,19 @@ from __future__ import annotations
 import json
 import logging
 
+from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 # BentoML routes its own loggers to the server's output; a child of "bentoml" shares that configuration.
 log = logging.getLogger("bentoml.suite")
+
+
+class CommonArgs(BaseModel):
+    """Service arguments every task has (``--arg timeout_s=30``)."""
+
+    timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="a request without its answer started by then gets 504 (slow uploads too)"
+    )
 
 
 class ModelService:

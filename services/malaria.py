@@ -31,7 +31,7 @@ from services.http import (
     parse_uploads,
     read_body,
 )
-from services.lifecycle import ModelService
+from services.lifecycle import CommonArgs, ModelService
 from services.metrics import observer, rejected
 from services.security import ApiKeyMiddleware
 from tasks import get_task
@@ -40,7 +40,7 @@ from tasks.images import ImageLimits, InputError, decode_image, encode_png, prep
 TASK = get_task("malaria")
 
 
-class ServiceArgs(BaseModel):
+class ServiceArgs(CommonArgs):
     """``bentoml serve services.malaria:Malaria --arg NAME=VALUE``."""
 
     model_tag: str = Field("malaria:latest", description="store entry to serve")
@@ -150,7 +150,7 @@ async def classify_batch(
 
 @bentoml.service(
     name="malaria",
-    traffic={"timeout": 60},
+    traffic={"timeout": ARGS.timeout_s},
     workers=1,
     endpoints={"livez": "/livez", "readyz": "/readyz"},
 )

@@ -29,7 +29,7 @@ from services.http import (
     parse_uploads,
     read_body,
 )
-from services.lifecycle import ModelService
+from services.lifecycle import CommonArgs, ModelService
 from services.metrics import observer, rejected
 from services.security import ApiKeyMiddleware
 from tasks import get_task
@@ -39,7 +39,7 @@ from tasks.images import ImageLimits, InputError, decode_image
 TASK = get_task("palette")
 
 
-class ServiceArgs(BaseModel):
+class ServiceArgs(CommonArgs):
     """``bentoml serve services.palette:Palette --arg NAME=VALUE``."""
 
     model_tag: str = Field("palette:latest", description="store entry to serve (needs its ONNX export)")
@@ -123,7 +123,9 @@ async def extract(
     return await bentoml.get_current_service().handle(request, n_colors, method, swatch)
 
 
-@bentoml.service(name="palette", traffic={"timeout": 60}, workers=1, endpoints={"livez": "/livez", "readyz": "/readyz"})
+@bentoml.service(
+    name="palette", traffic={"timeout": ARGS.timeout_s}, workers=1, endpoints={"livez": "/livez", "readyz": "/readyz"}
+)
 @bentoml.asgi_app(app, path="/v1/palette")
 class Palette(ModelService):
     """Palettes by k-means / k-medians (NumPy) or the learned generator (ONNX Runtime)."""

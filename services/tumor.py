@@ -29,7 +29,7 @@ from services.http import (
     parse_uploads,
     read_body,
 )
-from services.lifecycle import ModelService
+from services.lifecycle import CommonArgs, ModelService
 from services.metrics import observer, rejected
 from services.security import ApiKeyMiddleware
 from tasks import get_task
@@ -41,7 +41,7 @@ TASK = get_task("tumor")
 RAW_TYPES = ("image/", "application/dicom", "application/octet-stream", "application/gzip")
 
 
-class ServiceArgs(BaseModel):
+class ServiceArgs(CommonArgs):
     """``bentoml serve services.tumor:Tumor --arg NAME=VALUE``."""
 
     model_tag: str = Field("tumor:latest", description="store entry to serve (needs its ONNX export)")
@@ -118,7 +118,9 @@ async def detect(
     return await bentoml.get_current_service().handle(request, conf, iou, slice_index, annotate)
 
 
-@bentoml.service(name="tumor", traffic={"timeout": 60}, workers=1, endpoints={"livez": "/livez", "readyz": "/readyz"})
+@bentoml.service(
+    name="tumor", traffic={"timeout": ARGS.timeout_s}, workers=1, endpoints={"livez": "/livez", "readyz": "/readyz"}
+)
 @bentoml.asgi_app(app, path="/v1/tumor")
 class Tumor(ModelService):
     """YOLO brain-tumour detector (ONNX Runtime, own letterbox and NMS)."""

@@ -140,6 +140,14 @@ def suite_store(tmp_path_factory, store, tumor_store, asr_store, keyphrase_store
     return {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", "HF_HUB_OFFLINE": "1"}
 
 
+@pytest.fixture(scope="session")
+def suite(suite_store):
+    """The gateway over one store holding the five task models: (base URL, log file of every process)."""
+    proc, url, log = start_server("gateway", {}, env=suite_store, timeout=300)
+    yield url, log
+    stop_server(proc)
+
+
 def entry_metadata(env: dict[str, str], tag: str) -> dict:
     """A store entry's metadata as `bentoml models get TAG -o json` shows it."""
     import json

@@ -1,11 +1,13 @@
-"""Faults: a model file corrupted on disk, a worker process killed under load."""
+"""Faults: a model file corrupted on disk, a worker process killed under load, a client that stalls."""
 
 from __future__ import annotations
 
 import shutil
+import socket
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -99,4 +101,28 @@ def test_killed_worker_is_replaced_and_later_requests_succeed(store):
         stop.set()
         for t in threads:
             t.join(timeout=60)
+        stop_server(proc)
+
+
+def test_a_stalled_upload_gets_504_at_the_timeout_and_the_service_goes_on(store):
+    """Every route has a time limit (``--arg timeout_s``): a client that stops sending mid-body is answered."""
+    proc, url, _ = start_server("malaria", {"timeout_s": 2}, env=store)
+    try:
+        u = urlsplit(url)
+        head = (
+            f"POST /v1/malaria/classify HTTP/1.1\r\nHost: {u.netloc}\r\nContent-Type: image/png\r\n"
+            "Content-Length: 100000\r\n\r\n"
+        )
+        with socket.create_connection((u.hostname, u.port), timeout=30) as s:
+            s.sendall(head.encode() + b"\x89PNG\r\n\x1a\n")  # and then nothing
+            start = time.monotonic()
+            reply = s.recv(65536)
+            waited = time.monotonic() - start
+        assert reply.startswith(b"HTTP/1.1 504"), reply[:300]
+        assert b"Not able to process the request in 2.0 seconds" in reply
+        assert 1.5 < waited < 10
+        png = png_bytes(np.zeros((32, 32, 3), np.uint8))
+        r = httpx.post(url + "/v1/malaria/classify", content=png, headers={"content-type": "image/png"})
+        assert r.status_code == 200
+    finally:
         stop_server(proc)

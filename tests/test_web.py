@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.server import ROOT, start_server, stop_server
+from benchmarks.server import ROOT
 from tests.conftest import png_bytes
 
 pytestmark = pytest.mark.http
@@ -29,14 +29,6 @@ FLAGS = [
     "--use-fake-device-for-media-stream",  # a synthetic microphone (a beep)
 ]
 TIMEOUT_MS = 60_000
-
-
-@pytest.fixture(scope="module")
-def suite(suite_store):
-    """The gateway over one store holding the five task models."""
-    proc, url, log = start_server("gateway", {}, env=suite_store, timeout=300)
-    yield url, log
-    stop_server(proc)
 
 
 @pytest.fixture(scope="module")
