@@ -74,7 +74,7 @@ $(BENCH_STAMP): $(STAMP)
 	@touch $(BENCH_STAMP)
 
 bench: models $(BENCH_STAMP)
-	@for t in $(or $(TASKS),malaria tumor asr keyphrase palette); do $(BIN)/python -m benchmarks $$t || exit 1; done
+	@for t in $(or $(TASKS),$(shell $(BIN)/python -c 'from tasks import TASKS; print(*TASKS)')); do $(BIN)/python -m benchmarks $$t || exit 1; done
 	$(BIN)/python -m benchmarks.gateway $(if $(TASKS),--tasks $(shell echo $(TASKS) | tr ' ' ','),)
 
 format: setup

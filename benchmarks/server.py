@@ -22,7 +22,10 @@ def free_port() -> int:
 
 
 def service_target(task: str) -> str:
-    return f"services.{task}:{task.capitalize()}"
+    """``services.<module>:<Task>``; the gateway is ``services.gateway:Gateway``."""
+    from services import target
+
+    return "services.gateway:Gateway" if task == "gateway" else target(task)
 
 
 def start_server(

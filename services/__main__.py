@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from services import target
 from tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         home = Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml"))
         procs = []
         for i, task in enumerate(tasks):
-            procs.append(serve(f"services.{task}:{task.capitalize()}", args.host, args.port + i, env=own_home(home)))
+            procs.append(serve(target(task), args.host, args.port + i, env=own_home(home)))
             print(f"{task}: http://{args.host}:{args.port + i}  (API docs at /)", flush=True)
     else:
         procs = [serve("services.gateway:Gateway", args.host, args.port, "--arg", "tasks=" + ",".join(tasks))]

@@ -27,26 +27,12 @@ from starlette.responses import FileResponse
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from services.asr import Asr
-from services.asr import app as asr_app
-from services.keyphrase import Keyphrase
-from services.keyphrase import app as keyphrase_app
-from services.malaria import Malaria
-from services.malaria import app as malaria_app
-from services.palette import Palette
-from services.palette import app as palette_app
+from services import load
 from services.security import ApiKeyMiddleware, load_auth_config
-from services.tumor import Tumor
-from services.tumor import app as tumor_app
+from tasks import TASKS
 
 STATIC = Path(__file__).resolve().parent / "static"
-SERVICES = {
-    "malaria": (Malaria, malaria_app),
-    "tumor": (Tumor, tumor_app),
-    "asr": (Asr, asr_app),
-    "keyphrase": (Keyphrase, keyphrase_app),
-    "palette": (Palette, palette_app),
-}
+SERVICES = {task: load(task) for task in TASKS}  # every registered task's service
 
 
 class GatewayArgs(BaseModel):
@@ -88,8 +74,9 @@ SEND_AT_ONCE = 1024 * 1024  # bodies up to this size go with their headers: no r
 CLIENTS: dict[str, aiohttp.ClientSession] = {}
 
 
-def mount_prefix(svc, app: FastAPI) -> str:
-    return next(path.rstrip("/") for mounted, path, _ in svc.mount_apps if mounted is app)
+def task_app(svc) -> tuple[FastAPI, str]:
+    """The task's API app and the path BentoML mounts it at."""
+    return next((app, path.rstrip("/")) for app, path, _ in svc.mount_apps if isinstance(app, FastAPI))
 
 
 def client_for(dep, svc) -> aiohttp.ClientSession:
@@ -177,6 +164,20 @@ async def index() -> FileResponse:
     return FileResponse(STATIC / "index.html")
 
 
+@app.get("/tasks.json", include_in_schema=False)
+async def listed_tasks() -> dict:
+    """The served tasks, for the web page: image classifiers get their panel from their registry entry."""
+    out = []
+    for task in SELECTED:
+        spec, item = TASKS[task], {"name": task, "kind": TASKS[task].kind}
+        if spec.kind == "image-classification":
+            title = spec.title or task
+            item |= {"title": title, "heading": spec.heading or title, "labels": list(spec.labels)}
+            item["positive_label"] = spec.positive_label
+        out.append(item)
+    return {"tasks": out}
+
+
 @app.get("/docs", include_in_schema=False)
 async def docs() -> FileResponse:
     """BentoML's own OpenAPI page (its assets ship with BentoML: no CDN), reading ``/docs.json``."""
@@ -206,9 +207,8 @@ DISPATCH = Dispatch(SELECTED)
 
 app.mount("/static", StaticFiles(directory=STATIC), name="static")
 for task in SELECTED:
-    svc, task_app = SERVICES[task]
-    prefix = mount_prefix(svc, task_app)
-    for route in task_app.routes:  # the task's routes under their full path: /docs.json documents every task
+    api, prefix = task_app(SERVICES[task])
+    for route in api.routes:  # the task's routes under their full path: /docs.json documents every task
         if isinstance(route, APIRoute):
             clone = APIRoute(
                 prefix + route.path,
@@ -232,14 +232,14 @@ class GatewayBase:
 
     def __init__(self) -> None:
         for task in SELECTED:
-            CLIENTS[task] = client_for(getattr(self, task), SERVICES[task][0])
+            CLIENTS[task] = client_for(getattr(self, task), SERVICES[task])
 
     async def __is_ready__(self) -> bool:
         auth = load_auth_config()  # tasks may want a key on /readyz too (SUITE_AUTH_HEALTH=key)
         headers = {"X-API-Key": auth.keys[0].decode()} if auth.enabled else {}
 
         async def ready(task: str) -> bool:
-            path = SERVICES[task][0].config.get("endpoints", {}).get("readyz", "/readyz")
+            path = SERVICES[task].config.get("endpoints", {}).get("readyz", "/readyz")
             try:
                 async with CLIENTS[task].get(path, headers=headers, timeout=aiohttp.ClientTimeout(total=5)) as r:
                     return r.status == 200
@@ -267,7 +267,7 @@ Gateway = bentoml.service(
             type(
                 "Gateway",
                 (GatewayBase,),
-                {task: bentoml.depends(SERVICES[task][0], url=URLS.get(task)) for task in SELECTED},
+                {task: bentoml.depends(SERVICES[task], url=URLS.get(task)) for task in SELECTED},
             )
         )
     )

@@ -1,8 +1,10 @@
-"""Malaria cell classification service: ``bentoml serve services.malaria:Malaria``.
+"""Image classification services, one per image-classification task in the registry (``tasks.TASKS``).
 
-Routes (under ``/v1/malaria``): ``POST /classify`` (one image; adaptive batching across requests),
-``POST /classify/batch`` (many cells in one request). Both take multipart uploads or JSON with base64; the
-single route also takes a raw ``image/*`` body. Knobs are typed service arguments: ``--arg batching=false``.
+``bentoml serve services.image_classifier:Malaria`` (the class is the task's name, capitalised). A new task of this
+kind is a registry entry: its service, routes and web panel follow from it. Routes (under ``/v1/<task>``):
+``POST /classify`` (one image; adaptive batching across requests), ``POST /classify/batch`` (many images in one
+request). Both take multipart uploads or JSON with base64; the single route also takes a raw ``image/*`` body.
+Knobs are typed service arguments: ``--arg batching=false``.
 """
 
 from __future__ import annotations
@@ -34,16 +36,15 @@ from services.http import (
 from services.lifecycle import CommonArgs, ModelService
 from services.metrics import observer, rejected
 from services.security import ApiKeyMiddleware
-from tasks import get_task
+from tasks import TASKS
 from tasks.images import ImageLimits, InputError, decode_image, encode_png, preprocess
-
-TASK = get_task("malaria")
+from tasks.spec import ImageClassifierSpec
 
 
 class ServiceArgs(CommonArgs):
-    """``bentoml serve services.malaria:Malaria --arg NAME=VALUE``."""
+    """``bentoml serve services.image_classifier:Malaria --arg NAME=VALUE``."""
 
-    model_tag: str = Field("malaria:latest", description="store entry to serve")
+    model_tag: str = Field("", description="store entry to serve (default: <task>:latest)")
     backend: Literal["auto", "onnx", "pytorch"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batching: bool = Field(True, description="adaptive batching across concurrent requests")
@@ -65,7 +66,7 @@ class GradCAM(BaseModel):
 
 
 class Prediction(BaseModel):
-    label: str = Field(description="most probable class: Parasitized or Uninfected")
+    label: str = Field(description="most probable class (one of the task's labels)")
     probability: float = Field(description="probability of `label`")
     probabilities: dict[str, float] = Field(description="probability per class")
     gradcam: GradCAM | None = Field(None, description="present when requested with gradcam=true")
@@ -118,62 +119,55 @@ def _single_body(many: bool) -> dict:
     return {"requestBody": {"required": True, "content": content}}
 
 
-app = FastAPI(title="malaria", description=TASK.description)
-install_error_handlers(app)
+def make_app(spec: ImageClassifierSpec) -> FastAPI:
+    """The task's API: both routes hand the request to the running service."""
+    app = FastAPI(title=spec.name, description=spec.description)
+    install_error_handlers(app)
+
+    @app.post(
+        "/classify",
+        response_model=ClassifyResponse,
+        responses=ERROR_RESPONSES,
+        openapi_extra=_single_body(many=False),
+        summary="Classify one image",
+    )
+    async def classify(
+        request: Request, gradcam: bool = Query(False, description="add a Grad-CAM heatmap")
+    ) -> Response | BaseModel:
+        return await bentoml.get_current_service().handle(request, gradcam, many=False)
+
+    @app.post(
+        "/classify/batch",
+        response_model=BatchResponse,
+        responses=ERROR_RESPONSES,
+        openapi_extra=_single_body(many=True),
+        summary="Classify many images in one request",
+    )
+    async def classify_batch(
+        request: Request, gradcam: bool = Query(False, description="add Grad-CAM heatmaps")
+    ) -> Response | BaseModel:
+        return await bentoml.get_current_service().handle(request, gradcam, many=True)
+
+    return app
 
 
-@app.post(
-    "/classify",
-    response_model=ClassifyResponse,
-    responses=ERROR_RESPONSES,
-    openapi_extra=_single_body(many=False),
-    summary="Classify one cell image",
-)
-async def classify(
-    request: Request, gradcam: bool = Query(False, description="add a Grad-CAM heatmap")
-) -> Response | BaseModel:
-    return await bentoml.get_current_service().handle(request, gradcam, many=False)
+class ImageClassifier(ModelService):
+    """A task's CNN classifier (ONNX Runtime; PyTorch fallback and Grad-CAM); ``spec`` is set per task."""
 
-
-@app.post(
-    "/classify/batch",
-    response_model=BatchResponse,
-    responses=ERROR_RESPONSES,
-    openapi_extra=_single_body(many=True),
-    summary="Classify many cell images in one request",
-)
-async def classify_batch(
-    request: Request, gradcam: bool = Query(False, description="add Grad-CAM heatmaps")
-) -> Response | BaseModel:
-    return await bentoml.get_current_service().handle(request, gradcam, many=True)
-
-
-@bentoml.service(
-    name="malaria",
-    traffic={"timeout": ARGS.timeout_s},
-    workers=1,
-    endpoints={"livez": "/livez", "readyz": "/readyz"},
-)
-@bentoml.asgi_app(app, path="/v1/malaria")
-class Malaria(ModelService):
-    """EfficientNet-B0 malaria cell classifier (ONNX Runtime; PyTorch fallback and Grad-CAM)."""
-
-    model_ref = bentoml.models.BentoModel(ARGS.model_tag)
-
-    task = TASK.name
+    spec: ImageClassifierSpec
 
     def load(self) -> None:
         from tasks.store import entry_for_task
 
         self.args = ARGS
         self.set_body_limit(ARGS.max_body_mb)  # uploads stay in memory: nothing a client sends is written to disk
-        entry = entry_for_task(TASK.name, ARGS.model_tag)
+        entry = entry_for_task(self.spec.name, ARGS.model_tag or f"{self.spec.name}:latest")
         meta = entry.info.metadata
         self.tag = str(entry.tag)
         self.labels: list[str] = list(meta["labels"])
         self.size = int(meta["input_size"])
         self.mean, self.std = meta["normalization"]["mean"], meta["normalization"]["std"]
-        self.limits = ImageLimits(min_side=TASK.min_side, max_pixels=ARGS.max_pixels)
+        self.limits = ImageLimits(min_side=self.spec.min_side, max_pixels=ARGS.max_pixels)
         from services.backends import load_backend
 
         self.backend = load_backend(entry, ARGS.backend, ARGS.device, ARGS.threads)
@@ -185,7 +179,7 @@ class Malaria(ModelService):
             self.cam_model = from_checkpoint(verified_file(entry, "model.pt")).to(self.backend.device)
         self.backend_name = f"{self.backend.name}/{self.backend.device}"
         self.backend(np.zeros((1, 3, self.size, self.size), np.float32))  # warm-up before reporting ready
-        self.batcher = make_batcher(self.backend, ARGS)
+        self.batcher = make_batcher(self.backend, ARGS, self.spec.name)
 
     @bentoml.on_shutdown
     def shutdown(self) -> None:
@@ -212,7 +206,7 @@ class Malaria(ModelService):
                     name = f" ({upload.filename})" if upload.filename else ""
                     raise InputError(f"images[{i}]{name}: {e}", e.status) from None
         except InputError as e:
-            rejected(TASK.name, e.status)
+            rejected(self.spec.name, e.status)
             return error_response(e)
         if len(images) <= 8:
             x = preprocess(images, self.size, self.mean, self.std)
@@ -260,13 +254,36 @@ class Malaria(ModelService):
         return out
 
 
-Malaria.add_asgi_middleware(ApiKeyMiddleware)  # optional API keys (services/security.py)
-
-
-def make_batcher(backend: Callable[[np.ndarray], np.ndarray], args: ServiceArgs) -> AdaptiveBatcher:
+def make_batcher(backend: Callable[[np.ndarray], np.ndarray], args: ServiceArgs, task: str) -> AdaptiveBatcher:
     """The batcher for ``backend``; with ``batching=false`` every model call takes one image."""
     size = args.max_batch_size if args.batching else 1
-    return AdaptiveBatcher(backend, size, args.max_delay_ms if args.batching else 0.0, observer(TASK.name))
+    return AdaptiveBatcher(backend, size, args.max_delay_ms if args.batching else 0.0, observer(task))
 
 
-__all__ = ["ErrorResponse", "Malaria", "app"]
+def make_service(spec: ImageClassifierSpec):
+    """The BentoML service of ``spec``: its own name, routes under ``/v1/<task>``, model and API keys."""
+    cls = type(
+        spec.name.capitalize(),
+        (ImageClassifier,),
+        {
+            "__doc__": spec.description,
+            "spec": spec,
+            "task": spec.name,
+            "model_ref": bentoml.models.BentoModel(ARGS.model_tag or f"{spec.name}:latest"),
+        },
+    )
+    app = make_app(spec)
+    endpoints = {"livez": "/livez", "readyz": "/readyz"}
+    svc = bentoml.service(name=spec.name, traffic={"timeout": ARGS.timeout_s}, workers=1, endpoints=endpoints)(
+        bentoml.asgi_app(app, path=f"/v1/{spec.name}")(cls)
+    )
+    svc.add_asgi_middleware(ApiKeyMiddleware)  # optional API keys (services/security.py)
+    return svc
+
+
+# One module-level service per registered task of this kind (BentoML finds a service by its module variable).
+for _spec in TASKS.values():
+    if _spec.kind == "image-classification":
+        globals()[_spec.name.capitalize()] = make_service(_spec)
+
+__all__ = ["ErrorResponse", "ImageClassifier", "make_app", "make_service"]

@@ -8,7 +8,7 @@ Keys come from the environment, never from the command line (which other users o
   usually cannot send one). ``SUITE_AUTH_METRICS`` = ``key`` (default) or ``public``: the same for ``/metrics``.
 
 A client sends its key as ``X-API-Key: KEY`` or ``Authorization: Bearer KEY``; every configured key is compared in
-constant time. The web page and its assets (``/``, ``/static/``) and the API documentation (``/docs``,
+constant time. The web page and its assets (``/``, ``/static/``, ``/tasks.json``) and the API documentation (``/docs``,
 ``/docs.json``) stay public: they hold no data. A refused request gets 401 ``{"error": ...}`` and nothing about
 the key is logged.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-ALWAYS_PUBLIC = ("/docs", "/docs.json", "/favicon.ico")
+ALWAYS_PUBLIC = ("/docs", "/docs.json", "/tasks.json", "/favicon.ico")
 PUBLIC_PREFIXES = ("/static/", "/static_content/")
 
 

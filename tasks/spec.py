@@ -28,6 +28,8 @@ class ImageClassifierSpec:
     labels: tuple[str, ...]
     description: str
     synthetic: str
+    title: str = ""  # the web page's tab (default: the name)
+    heading: str = ""  # the web page's panel heading (default: the title)
     backbone: str = "efficientnet_b0"
     input_size: int = 128
     mean: tuple[float, float, float] = IMAGENET_MEAN

@@ -45,7 +45,7 @@ def store(tmp_path_factory) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def server(store):
-    """``bentoml serve services.malaria:Malaria`` on loopback with small limits: (base URL, log file)."""
+    """``bentoml serve services.image_classifier:Malaria`` on loopback with small limits: (base URL, log file)."""
     limits = {"max_body_mb": 2, "max_images": 8, "max_pixels": 4_000_000}
     proc, url, log = start_server("malaria", limits, env=store)
     yield url, log
@@ -129,13 +129,30 @@ def palette_store(tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def suite_store(tmp_path_factory, store, tumor_store, asr_store, keyphrase_store, palette_store) -> dict[str, str]:
-    """One store holding the five task models of the stores above (what the gateway and the bento serve)."""
+def classifier_stores(tmp_path_factory, store) -> dict[str, dict[str, str]]:
+    """A store per image-classification task: malaria's above, a tiny model for every other (configuration only)."""
+    from tasks import TASKS
+
+    out = {"malaria": store}
+    for name, spec in TASKS.items():
+        if spec.kind == "image-classification" and name not in out:
+            train = (
+                f"training {name} --synthetic 64 --test-size 8 --epochs 1 --batch-size 16 --input-size 64 --threads 2"
+            )
+            out[name] = build_store(tmp_path_factory, name, [train, f"exporters {name} --format onnx -n 8"])
+    return out
+
+
+@pytest.fixture(scope="session")
+def suite_store(
+    tmp_path_factory, classifier_stores, tumor_store, asr_store, keyphrase_store, palette_store
+) -> dict[str, str]:
+    """One store holding every task's model from the stores above (what the gateway and the bento serve)."""
     import shutil
     from pathlib import Path
 
     home = tmp_path_factory.mktemp("bentoml-home-suite")
-    for env in (store, tumor_store, asr_store, keyphrase_store, palette_store):
+    for env in (*classifier_stores.values(), tumor_store, asr_store, keyphrase_store, palette_store):
         shutil.copytree(Path(env["BENTOML_HOME"]) / "models", home / "models", dirs_exist_ok=True)
     return {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", "HF_HUB_OFFLINE": "1"}
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from benchmarks.server import ROOT
+from tasks import TASKS
 
 
 def test_bentoml_build_packages_every_service_and_model(suite_store):
@@ -22,6 +23,6 @@ def test_bentoml_build_packages_every_service_and_model(suite_store):
     )
     assert info["service"] == "services.gateway:Gateway"
     services = {s["name"]: s for s in info["services"]}
-    assert set(services) == {"gateway", "malaria", "tumor", "asr", "keyphrase", "palette"}
-    for task in ("malaria", "tumor", "asr", "keyphrase", "palette"):
+    assert set(services) == {"gateway", *TASKS}
+    for task in TASKS:
         assert [m["tag"].split(":")[0] for m in services[task]["models"]] == [task]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from services import target
 from tasks import TASKS
 from tasks.classifier import build_model, feature_blocks, freeze, gradcam, load_pretrained
 from tests.conftest import png_bytes
@@ -156,21 +157,21 @@ def test_every_task_declares_what_every_stage_needs():
             audio, texts = out
             assert len(audio) == len(texts) == 4 and all(a.dtype == np.float32 and a.ndim == 1 for a in audio)
             assert all(texts) and spec.export_max_cer_diff > 0 and spec.language
-            assert importlib.util.find_spec(f"services.{name}") is not None
+            assert importlib.util.find_spec(target(name).partition(":")[0]) is not None
             continue
         if spec.kind == "palette":
             images, planted = out
             assert len(images) == len(planted) == 4 and spec.export_atol > 0
             assert all(2 <= len(c) <= spec.max_colors for c in planted)
             assert spec.default_method in spec.methods
-            assert importlib.util.find_spec(f"services.{name}") is not None
+            assert importlib.util.find_spec(target(name).partition(":")[0]) is not None
             continue
         assert spec.num_classes >= 2 and spec.export_atol > 0
         if spec.kind == "token-tagging":
             assert len(out) == 4 and all(
                 d.text[a:b].lower() in map(str.lower, d.keyphrases) for d in out for a, b in d.spans
             )
-            assert importlib.util.find_spec(f"services.{name}") is not None
+            assert importlib.util.find_spec(target(name).partition(":")[0]) is not None
             continue
         if spec.kind == "detection":
             images, targets, groups = out
@@ -180,4 +181,23 @@ def test_every_task_declares_what_every_stage_needs():
         else:
             images, labels = out
             assert len(images) == 4 and set(labels) <= set(range(spec.num_classes))
-        assert importlib.util.find_spec(f"services.{name}") is not None
+        assert importlib.util.find_spec(target(name).partition(":")[0]) is not None
+
+
+def test_freezing_comparison_trains_each_strategy_from_the_same_start(tmp_path):
+    from tasks import get_task
+    from tasks.classifier import build_model, checkpoint
+    from training.freezing import compare, markdown
+
+    spec = get_task("malaria")
+    start = tmp_path / "start.pt"
+    torch.save(checkpoint(build_model(spec.backbone, 3), spec), start)  # another task's head: dropped on load
+    args = "malaria --synthetic 48 --test-size 8 --epochs 1 --batch-size 16 --input-size 32 --threads 2"
+    doc = compare([*args.split(), "--pretrained", str(start)])
+    rows = {r["freeze"]: r for r in doc["rows"]}
+    assert list(rows) == ["none", "half", "head"]
+    assert rows["none"]["frozen_blocks"] == 0 < rows["half"]["frozen_blocks"] < rows["head"]["frozen_blocks"]
+    assert rows["none"]["trainable_params"] == rows["none"]["total_params"]
+    assert rows["none"]["trainable_params"] > rows["half"]["trainable_params"] > rows["head"]["trainable_params"]
+    assert all(0 <= r["accuracy"] <= 1 and r["test_size"] == 8 for r in rows.values())
+    assert "| head |" in markdown(doc) and "start.pt" in markdown(doc)

@@ -10,7 +10,6 @@ function showPanel(name) {
   }
   for (const panel of document.querySelectorAll(".panel")) panel.hidden = panel.id !== name;
 }
-for (const tab of document.querySelectorAll("nav button")) tab.addEventListener("click", () => showPanel(tab.dataset.panel));
 
 // API errors in plain words: the server's message says what was wrong; the status says what kind of problem it is.
 function plain(status, message) {
@@ -77,7 +76,7 @@ function form(field, files) {
 }
 
 // Drop zones: a dropped file goes to the zone's file input, as if chosen.
-for (const zone of document.querySelectorAll(".drop")) {
+function dropZone(zone) {
   const input = $(zone.dataset.input);
   zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
   zone.addEventListener("dragleave", () => zone.classList.remove("over"));
@@ -109,25 +108,40 @@ $("tumor-file").addEventListener("change", () => run("tumor", async () => {
   $("tumor-none").hidden = data.boxes.length !== 0;
 }));
 
-// Malaria: many cells in one request, with Grad-CAM overlays.
-$("malaria-files").addEventListener("change", () => run("malaria", async () => {
-  const files = [...$("malaria-files").files];
-  const data = await call("/v1/malaria/classify/batch?gradcam=true", form("images", files));
-  $("malaria-cells").replaceChildren(...data.results.map((r) => {
-    const card = document.createElement("figure");
-    card.className = "cell";
-    const img = document.createElement("img");
-    img.src = "data:image/png;base64," + r.gradcam.overlay_png;
-    img.alt = `Grad-CAM of ${files[r.index].name}`;
-    const caption = document.createElement("figcaption");
-    const label = document.createElement("span");
-    label.className = r.label;
-    label.textContent = r.label;
-    caption.append(label, ` ${(100 * r.probability).toFixed(1)} % — ${files[r.index].name}`);
-    card.append(img, caption);
-    return card;
+// Image classifiers (malaria and every other task of that kind): many images in one request, with Grad-CAM.
+function classifierPanel(task) {
+  const panel = $("classifier-panel").content.firstElementChild.cloneNode(true);
+  const name = task.name;
+  panel.id = name;
+  panel.querySelector("h2").textContent = task.heading;
+  panel.querySelector("input").id = `${name}-files`;
+  panel.querySelector(".drop").dataset.input = `${name}-files`;
+  panel.querySelector(".cells").id = `${name}-cells`;
+  $("tumor").after(panel);
+  const tab = document.createElement("button");
+  tab.textContent = task.title;
+  tab.setAttribute("role", "tab");
+  tab.dataset.panel = name;
+  document.querySelector(`nav button[data-panel="tumor"]`).after(tab);
+  $(`${name}-files`).addEventListener("change", () => run(name, async () => {
+    const files = [...$(`${name}-files`).files];
+    const data = await call(`/v1/${name}/classify/batch?gradcam=true`, form("images", files));
+    $(`${name}-cells`).replaceChildren(...data.results.map((r) => {
+      const card = document.createElement("figure");
+      card.className = "cell";
+      const img = document.createElement("img");
+      img.src = "data:image/png;base64," + r.gradcam.overlay_png;
+      img.alt = `Grad-CAM of ${files[r.index].name}`;
+      const caption = document.createElement("figcaption");
+      const label = document.createElement("span");
+      if (r.label === task.positive_label) label.className = "positive";
+      label.textContent = r.label;
+      caption.append(label, ` ${(100 * r.probability).toFixed(1)} % — ${files[r.index].name}`);
+      card.append(img, caption);
+      return card;
+    }));
   }));
-}));
+}
 
 // Speech: record with the microphone or upload a file.
 function showTranscript(data) {
@@ -215,3 +229,18 @@ $("palette-file").addEventListener("change", () => run("palette", async () => {
   $("palette-swatch").src = "data:image/png;base64," + data.swatch_png;
   $("palette-swatch").hidden = false;
 }));
+
+// Panels of the tasks the server lists (image classifiers are configuration: their panels come from here), then
+// the tabs and drop zones of every panel. Later tabs come in reverse, so the listed order is kept.
+async function setUp() {
+  try {
+    const listed = await (await fetch("/tasks.json")).json();
+    for (const task of listed.tasks.filter((t) => t.kind === "image-classification").reverse()) classifierPanel(task);
+  } catch (e) {
+    $("status").textContent = "Could not list the server's tasks: " + e.message;
+  }
+  for (const tab of document.querySelectorAll("nav button")) tab.addEventListener("click", () => showPanel(tab.dataset.panel));
+  for (const zone of document.querySelectorAll(".drop")) dropZone(zone);
+  document.body.dataset.ready = "true";
+}
+setUp();

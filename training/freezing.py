@@ -1,0 +1,94 @@
+"""``python -m training.freezing <task> [--pretrained FILE] [--key value ...]``: the seed study's layer-freezing
+comparison, for any image-classification task.
+
+Trains the task's classifier once per strategy (``none``: train everything; ``half``: the first half of the
+feature blocks frozen; ``head``: only the head trains) from the same starting weights, data, seed and budget
+(the flags are those of ``python -m training``; ``--freeze`` is what varies), measures each on the same held-out
+split, and writes ``benchmarks/results/freezing-<task>.{json,md}``. Nothing goes to the model store.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from tasks.classifier import FREEZE_STRATEGIES
+from training.__main__ import parse_args
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+
+def compare(argv: list[str]) -> dict:
+    from tasks import get_task
+    from training.classifier import train
+    from training.store import git_commit
+
+    task, cfg = parse_args(argv)
+    spec = get_task(task)
+    if spec.kind != "image-classification":
+        raise SystemExit(f"error: {task} is not an image-classification task")
+    rows = []
+    for strategy in FREEZE_STRATEGIES:
+        result = train(spec, replace(cfg, freeze=strategy))
+        params = list(result.model.parameters())
+        m = result.metrics
+        rows.append(
+            {
+                "freeze": strategy,
+                "frozen_blocks": result.frozen_blocks,
+                "trainable_params": sum(p.numel() for p in params if p.requires_grad),
+                "total_params": sum(p.numel() for p in params),
+                "accuracy": round(m["accuracy"], 4),
+                "f1": round(m["f1"], 4),  # macro average for more than two classes
+                "best_epoch": result.fit.best_epoch,
+                "epochs_run": result.fit.epochs_run,
+                "seconds": round(result.fit.seconds, 1),
+                "test_size": m["n"],
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    return {
+        "task": task,
+        "backbone": spec.backbone,
+        "pretrained": Path(cfg.pretrained).name if cfg.pretrained else None,
+        "config": {k: v for k, v in vars(cfg).items() if k not in ("freeze", "pretrained")},
+        "commit": git_commit(),
+        "command": "python -m training.freezing " + " ".join(argv),
+        "rows": rows,
+    }
+
+
+def markdown(doc: dict) -> str:
+    start = f"the weights in `{doc['pretrained']}`" if doc["pretrained"] else "random weights"
+    lines = [
+        f"# Layer freezing on {doc['task']} ({doc['backbone']})",
+        "",
+        f"Command: `{doc['command']}` (commit `{doc['commit'][:12]}`). Every run starts from {start}, with the same "
+        f"data, seed and budget ({doc['config']['epochs']} epochs at most, early stopping); held-out test split.",
+        "",
+        "| freeze | frozen blocks | trainable parameters | accuracy | F1 (macro) | best epoch | seconds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in doc["rows"]:
+        lines.append(
+            f"| {r['freeze']} | {r['frozen_blocks']} | {r['trainable_params']:,} of {r['total_params']:,} | "
+            f"{r['accuracy']:.4f} | {r['f1']:.4f} | {r['best_epoch']} | {r['seconds']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    doc = compare(argv)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"freezing-{doc['task']}.json"
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    path.with_suffix(".md").write_text(markdown(doc))
+    print(f"wrote {path} and {path.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
