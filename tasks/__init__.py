@@ -9,10 +9,12 @@ Importing this package imports no deep-learning framework.
 from __future__ import annotations
 
 from tasks.asr import ASR
+from tasks.histopathology import HISTOPATHOLOGY
 from tasks.keyphrase import KEYPHRASE
 from tasks.malaria import MALARIA
 from tasks.palette import PALETTE
 from tasks.spec import DetectorSpec, ImageClassifierSpec, PaletteSpec, SpeechSpec, TaggerSpec
+from tasks.thermal import THERMAL
 from tasks.tumor import TUMOR
 
 TaskSpec = ImageClassifierSpec | DetectorSpec | SpeechSpec | TaggerSpec | PaletteSpec
@@ -23,6 +25,8 @@ TASKS: dict[str, TaskSpec] = {
     ASR.name: ASR,
     KEYPHRASE.name: KEYPHRASE,
     PALETTE.name: PALETTE,
+    HISTOPATHOLOGY.name: HISTOPATHOLOGY,
+    THERMAL.name: THERMAL,
 }
 
 

@@ -114,6 +114,22 @@ def test_malaria_cells_with_gradcam(page, cells):
     assert all(s.startswith("data:image/png") for s in sources)
 
 
+@pytest.mark.parametrize("task", [n for n, s in TASKS.items() if s.kind == "image-classification" and n != "malaria"])
+def test_every_other_classifier_gets_its_panel_from_the_registry(page, task):
+    from tasks.spec import resolve
+
+    spec = TASKS[task]
+    images, _ = resolve(spec.synthetic)(2, 99)
+    open_panel(page, task)
+    assert page.inner_text(f"#{task} h2") == (spec.heading or spec.title or task)
+    page.set_input_files(
+        f"#{task}-files", files=[file(f"{i}.png", png_bytes(im), "image/png") for i, im in enumerate(images)]
+    )
+    page.wait_for_selector(f"#{task}-cells figure >> nth=1")
+    captions = page.locator(f"#{task}-cells figcaption").all_inner_texts()
+    assert len(captions) == 2 and all(sum(c.startswith(label + " ") for label in spec.labels) == 1 for c in captions)
+
+
 def test_malaria_error_in_plain_words(page):
     open_panel(page, "malaria")
     tiny = png_bytes(np.zeros((4, 4, 3), np.uint8))

@@ -1,0 +1,23 @@
+"""Prostate histopathology: an H&E tissue tile -> benign / Gleason grade 3 / 4 / 5.
+
+Seed study: MobileNet, ResNet50 and DenseNet121 with three layer-freezing strategies; best MobileNet with half the
+layers frozen (from ImageNet weights). No ImageNet weights exist offline here, so the demo model trains every layer
+(``freeze: none``); ``--pretrained FILE --freeze half`` reproduces the seed's set-up where weights exist, and
+``python -m training.freezing histopathology`` compares the three strategies (README).
+"""
+
+from __future__ import annotations
+
+from tasks.spec import ImageClassifierSpec
+
+HISTOPATHOLOGY = ImageClassifierSpec(
+    name="histopathology",
+    labels=("benign", "grade3", "grade4", "grade5"),
+    description="H&E prostate tissue tile -> benign / Gleason grade 3 / 4 / 5 (MobileNetV2, Grad-CAM).",
+    synthetic="training.datasets.histology:generate",
+    title="Prostate tissue",
+    heading="Gleason grade of prostate tissue tiles",
+    backbone="mobilenet_v2",
+    input_size=128,
+    train_defaults={"synthetic": 2400, "epochs": 8, "batch_size": 32, "lr": 2e-3, "freeze": "none"},
+)
