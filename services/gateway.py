@@ -164,18 +164,23 @@ async def index() -> FileResponse:
     return FileResponse(STATIC / "index.html")
 
 
+def listed(task: str) -> dict:
+    """What the web page needs of a task: image classifiers get their panel from their registry entry."""
+    spec, item = TASKS[task], {"name": task, "kind": TASKS[task].kind}
+    if spec.kind == "image-classification":
+        title = spec.title or task
+        item |= {"title": title, "heading": spec.heading or title, "labels": list(spec.labels)}
+        item["positive_label"] = spec.positive_label
+    return item
+
+
+LISTED = {"tasks": [listed(task) for task in SELECTED]}
+
+
 @app.get("/tasks.json", include_in_schema=False)
 async def listed_tasks() -> dict:
-    """The served tasks, for the web page: image classifiers get their panel from their registry entry."""
-    out = []
-    for task in SELECTED:
-        spec, item = TASKS[task], {"name": task, "kind": TASKS[task].kind}
-        if spec.kind == "image-classification":
-            title = spec.title or task
-            item |= {"title": title, "heading": spec.heading or title, "labels": list(spec.labels)}
-            item["positive_label"] = spec.positive_label
-        out.append(item)
-    return {"tasks": out}
+    """The served tasks, for the web page."""
+    return LISTED
 
 
 @app.get("/docs", include_in_schema=False)

@@ -155,13 +155,14 @@ class ImageClassifier(ModelService):
     """A task's CNN classifier (ONNX Runtime; PyTorch fallback and Grad-CAM); ``spec`` is set per task."""
 
     spec: ImageClassifierSpec
+    model_tag: str  # ``--arg model_tag``, or the task's latest entry
 
     def load(self) -> None:
         from tasks.store import entry_for_task
 
         self.args = ARGS
         self.set_body_limit(ARGS.max_body_mb)  # uploads stay in memory: nothing a client sends is written to disk
-        entry = entry_for_task(self.spec.name, ARGS.model_tag or f"{self.spec.name}:latest")
+        entry = entry_for_task(self.spec.name, self.model_tag)
         meta = entry.info.metadata
         self.tag = str(entry.tag)
         self.labels: list[str] = list(meta["labels"])
@@ -262,6 +263,7 @@ def make_batcher(backend: Callable[[np.ndarray], np.ndarray], args: ServiceArgs,
 
 def make_service(spec: ImageClassifierSpec):
     """The BentoML service of ``spec``: its own name, routes under ``/v1/<task>``, model and API keys."""
+    tag = ARGS.model_tag or f"{spec.name}:latest"
     cls = type(
         spec.name.capitalize(),
         (ImageClassifier,),
@@ -269,7 +271,8 @@ def make_service(spec: ImageClassifierSpec):
             "__doc__": spec.description,
             "spec": spec,
             "task": spec.name,
-            "model_ref": bentoml.models.BentoModel(ARGS.model_tag or f"{spec.name}:latest"),
+            "model_tag": tag,
+            "model_ref": bentoml.models.BentoModel(tag),
         },
     )
     app = make_app(spec)

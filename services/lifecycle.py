@@ -31,14 +31,13 @@ class ModelService:
 
     task = "model"
     ready = False
-    load_error: str | None = None
 
     def __init__(self) -> None:
         try:
             self.load()
         except Exception as e:  # any failure: stay up and not ready, with the reason in the log
-            self.load_error = f"{type(e).__name__}: {e}".splitlines()[0]
-            log.error("%s: model not loaded, service not ready: %s", self.task, self.load_error)
+            reason = f"{type(e).__name__}: {e}".splitlines()[0]
+            log.error("%s: model not loaded, service not ready: %s", self.task, reason)
         else:
             self.ready = True
 
@@ -48,32 +47,36 @@ class ModelService:
     async def __is_ready__(self) -> bool:
         return self.ready
 
-    def set_body_limit(self, max_body_mb: float) -> int:
-        """The body limit in bytes; multipart uploads stay in memory up to it (nothing a client sends is written
+    def set_body_limit(self, max_body_mb: float) -> None:
+        """``self.body_limit`` in bytes; multipart uploads stay in memory up to it (nothing a client sends is written
         to disk)."""
         from starlette.formparsers import MultiPartParser
 
         self.body_limit = int(max_body_mb * 1024 * 1024)
         MultiPartParser.spool_max_size = self.body_limit
-        return self.body_limit
 
 
 NOT_READY = json.dumps({"error": "the service is not ready: its model is not loaded (the server log says why)"})
 
 
 class ReadinessGate:
-    """ASGI middleware for a task's API app: 503 while the service's model is not loaded."""
+    """ASGI middleware for a task's API app: 503 while the service's model is not loaded. A loaded model stays
+    loaded, so once the service is ready the gate opens for good and costs requests nothing more."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.open = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not _ready():
-            body = NOT_READY.encode()
-            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-            await send({"type": "http.response.start", "status": 503, "headers": [*headers, (b"retry-after", b"30")]})
-            await send({"type": "http.response.body", "body": body})
-            return
+        if not self.open and scope["type"] == "http":
+            self.open = _ready()
+            if not self.open:
+                body = NOT_READY.encode()
+                headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+                headers.append((b"retry-after", b"30"))
+                await send({"type": "http.response.start", "status": 503, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
         await self.app(scope, receive, send)
 
 
