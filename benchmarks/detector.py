@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.harness import find, time_calls
+from benchmarks.harness import find, serving_cost, time_calls
 from benchmarks.report import row
 from tasks.detection import letterbox, postprocess, to_input
 from tasks.images import decode_image, encode_png
@@ -118,6 +118,7 @@ def summary(rows: list[dict], concurrencies: list[int]) -> list[str]:
         f"ONNX Runtime vs PyTorch module, model alone, batch 1: {t_tensor['p50_ms'] / f_tensor['p50_ms']:.2f}x",
         f"service p50 at concurrency 1 / in-process ONNX from bytes: {s1['p50_ms'] / f_bytes['p50_ms']:.2f}x "
         f"({s1['p50_ms']:.2f} / {f_bytes['p50_ms']:.2f} ms)",
+        serving_cost(rows, f_bytes),
         f"throughput at concurrency {cmax}, adaptive batching on / off: "
         f"{on['throughput_per_s'] / off['throughput_per_s']:.2f}x "
         f"({on['throughput_per_s']:.0f} / {off['throughput_per_s']:.0f} req/s)",

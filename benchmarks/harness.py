@@ -34,10 +34,13 @@ def service_rows(
     content_type: str | None = None,
 ) -> list[dict]:
     """The service at each concurrency with adaptive batching on and off. Payloads go as multipart images, or
-    as raw bodies of ``content_type``; ``args`` are extra service arguments (``model_tag``)."""
+    as raw bodies of ``content_type``; ``args`` are extra service arguments (``model_tag``). With batching on,
+    a no-op row too: ``POST /noop`` through the same server and pipeline with neither decoding nor model, so the
+    report shows the framework's share of each request apart from the task's work."""
     rows = []
     for batching in (True, False):
-        proc, url, _ = start_server(task, {"batching": batching, "device": device, **(args or {})})
+        extra = {"noop_route": True} if batching else {}
+        proc, url, _ = start_server(task, {"batching": batching, "device": device, **extra, **(args or {})})
         try:
             host, port = "127.0.0.1", int(url.rsplit(":", 1)[1])
             path = f"/v1/{task}/{route}"
@@ -67,8 +70,23 @@ def service_rows(
                     f"service batching={batching!s:5s} c={c:2d} p50 {rows[-1]['p50_ms']:8.2f} ms "
                     f"{rows[-1]['throughput_per_s']:8.1f} req/s errors {res.errors}"
                 )
+            if batching:
+                rows += noop_rows(host, port, task, concurrencies, requests)
         finally:
             stop_server(proc)
+    return rows
+
+
+def noop_rows(host: str, port: int, task: str, concurrencies: list[int], requests: int) -> list[dict]:
+    """``POST /v1/<task>/noop`` (a one-byte text body) at each concurrency: the serving path's own cost."""
+    reqs = [raw_request(host, port, f"/v1/{task}/noop", b"x", "text/plain")]
+    rows = []
+    for c in concurrencies:
+        asyncio.run(run_load(host, port, reqs, c, max(20, 2 * c)))
+        total = max(requests, 10 * c)
+        res = asyncio.run(run_load(host, port, reqs, c, total))
+        rows.append(row("service", "noop", 1, c, res.latencies_s, total / res.wall_s, res.errors, input="none"))
+        print(f"service noop           c={c:2d} p50 {rows[-1]['p50_ms']:8.2f} ms errors {res.errors}")
     return rows
 
 
@@ -84,3 +102,14 @@ def served_backend(url: str, payload: bytes, content_type: str = "image/png") ->
 
 def find(rows: list[dict], **match) -> dict:
     return next(r for r in rows if all(r.get(k) == v for k, v in match.items()))
+
+
+def serving_cost(rows: list[dict], floor_bytes: dict) -> str:
+    """The line that tells the serving path's own share at concurrency 1: service minus in-process from the same
+    bytes, next to the no-op route through the same server and pipeline."""
+    s1 = find(rows, path="service", concurrency=1, batching=True)
+    noop = next((r for r in rows if r["backend"] == "noop" and r["concurrency"] == 1), None)
+    line = f"service p50 - in-process p50 from bytes, concurrency 1: {s1['p50_ms'] - floor_bytes['p50_ms']:.2f} ms"
+    return line + (
+        f"; the no-op route (same server and pipeline, no decoding, no model): {noop['p50_ms']:.2f} ms" if noop else ""
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.harness import find, time_calls
+from benchmarks.harness import find, serving_cost, time_calls
 from benchmarks.report import row
 from tasks.images import decode_image, encode_png, preprocess
 from tasks.spec import ImageClassifierSpec, resolve
@@ -77,6 +77,7 @@ def summary(rows: list[dict], concurrencies: list[int]) -> list[str]:
         f"{s1['p50_ms'] / f_bytes['p50_ms']:.2f}x "
         f"({s1['p50_ms']:.2f} / {f_bytes['p50_ms']:.2f} ms); over the model alone: "
         f"{s1['p50_ms'] / f_tensor['p50_ms']:.2f}x",
+        serving_cost(rows, f_bytes),
         f"throughput at concurrency {cmax}, adaptive batching on / off: "
         f"{on['throughput_per_s'] / off['throughput_per_s']:.2f}x "
         f"({on['throughput_per_s']:.0f} / {off['throughput_per_s']:.0f} req/s)",

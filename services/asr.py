@@ -8,23 +8,17 @@ mono; audio longer than ``max_audio_s`` is refused with 413. The fine-tuned Whis
 
 from __future__ import annotations
 
-import asyncio
 import time
-from typing import Literal
+from typing import Any, Literal
 
 import bentoml
 import numpy as np
-from fastapi import FastAPI, Query, Request
 from pydantic import BaseModel, Field
-from starlette.responses import Response
 
-from services.http import ERROR_RESPONSES, error_response, install_error_handlers, parse_uploads, read_body
-from services.lifecycle import CommonArgs, ModelService
-from services.metrics import observer, rejected
-from services.security import ApiKeyMiddleware
+from services.pipeline import CommonArgs, Files, Options, Prepared, Route, TaskService, make_service
 from tasks import get_task
 from tasks.audio import decode_audio
-from tasks.images import InputError
+from tasks.images import Budget
 
 TASK = get_task("asr")
 RAW_TYPES = ("audio/", "video/webm", "video/mp4", "video/ogg", "application/octet-stream", "application/ogg")
@@ -34,9 +28,10 @@ SILENCE_PEAK = 1e-4  # -80 dBFS: nothing a microphone records as speech
 class ServiceArgs(CommonArgs):
     """``bentoml serve services.asr:Asr --arg NAME=VALUE``."""
 
-    model_tag: str = Field("asr:latest", description="store entry to serve (needs its ct2 export)")
     timeout_s: float = Field(600.0, gt=0, le=3600, description="a long recording takes minutes on a CPU")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    latency_budget_s: float = Field(
+        300.0, gt=0, le=3600, description="longest predicted wait for the model a request is admitted with (503 past)"
+    )
     compute_type: Literal["auto", "float32", "int8", "float16", "int8_float16"] = Field(
         "auto", description="CTranslate2 precision; auto: float32 on a CPU, float16 on a GPU"
     )
@@ -44,11 +39,14 @@ class ServiceArgs(CommonArgs):
         True, description="encode only the audio a window holds (faster), where the export validated it"
     )
     max_audio_s: float = Field(600.0, gt=0, le=24 * 3600, description="longest audio accepted, seconds")
-    max_body_mb: float = Field(128.0, gt=0, le=4096)
-    threads: int = Field(0, ge=0, description="CTranslate2 CPU threads (0: its default)")
+    max_body_mb: float = Field(128.0, gt=0, le=4096, description="largest request body, MiB (413 past it)")
 
 
 ARGS = bentoml.use_arguments(ServiceArgs)
+
+
+class TranscribeOptions(Options):
+    word_timestamps: bool = Field(False, description="add start and end times of each word")
 
 
 class Word(BaseModel):
@@ -76,85 +74,51 @@ class TranscribeResponse(BaseModel):
     rtf: float = Field(description="real-time factor: processing time / audio length")
 
 
-def _body_doc() -> dict:
-    binary = {"type": "string", "format": "binary"}
-    content = {
-        "multipart/form-data": {"schema": {"type": "object", "required": ["audio"], "properties": {"audio": binary}}},
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "required": ["audio"],
-                "properties": {"audio": {"type": "string", "description": "base64 audio file"}},
-            }
-        },
-        "audio/*": {"schema": binary},
-        "application/octet-stream": {"schema": binary},
-    }
-    return {"requestBody": {"required": True, "content": content}}
-
-
-app = FastAPI(title="asr", description=TASK.description)
-install_error_handlers(app)
-
-
-@app.post(
+TRANSCRIBE = Route(
     "/transcribe",
-    response_model=TranscribeResponse,
-    responses=ERROR_RESPONSES,
-    openapi_extra=_body_doc(),
-    summary="Transcribe Korean speech",
+    "Transcribe Korean speech",
+    Files("audio", raw_types=RAW_TYPES, description="audio file (wav, flac, mp3, ogg, webm, m4a, ...)"),
+    TranscribeOptions,
+    TranscribeResponse,
 )
-async def transcribe(
-    request: Request,
-    word_timestamps: bool = Query(False, description="add start and end times of each word"),
-) -> Response | BaseModel:
-    return await bentoml.get_current_service().handle(request, word_timestamps)
 
 
-@bentoml.service(
-    name="asr", traffic={"timeout": ARGS.timeout_s}, workers=1, endpoints={"livez": "/livez", "readyz": "/readyz"}
-)
-@bentoml.asgi_app(app, path="/v1/asr")
-class Asr(ModelService):
-    """Whisper fine-tuned for Korean, served by CTranslate2 (faster-whisper)."""
+class Transcriber(TaskService):
+    """Whisper fine-tuned for Korean, served by CTranslate2 (faster-whisper), one recording at a time."""
 
-    model_ref = bentoml.models.BentoModel(ARGS.model_tag)
+    routes = (TRANSCRIBE,)
+    batch_limit = 1
+    requires = ("ct2/",)
+    export_hint = "ct2"
+    budget_unit = "samples"
 
-    task = TASK.name
-
-    def load(self) -> None:
+    def load_model(self, entry) -> None:
         from tasks.audio import ffmpeg_path
         from tasks.speech import fast_model
-        from tasks.store import entry_for_task, verified_file
+        from tasks.store import verified_file
 
         ffmpeg_path()  # fail at start, not at the first request, where ffmpeg is missing
-        self.set_body_limit(ARGS.max_body_mb)  # uploads stay in memory: nothing a client sends is written to disk
-        entry = entry_for_task(TASK.name, ARGS.model_tag)
-        files = [name for name in entry.info.metadata.get("files", {}) if name.startswith("ct2/")]
-        if not files:
-            raise FileNotFoundError(f"{entry.tag} has no ct2 export: run `python -m exporters asr --format ct2`")
+        files = [name for name in entry.info.metadata["files"] if name.startswith("ct2/")]
         paths = {name: verified_file(entry, name) for name in files}
-        self.tag = str(entry.tag)
         # short contexts only where the export validated them for this model
-        short = ARGS.short_context and bool(entry.info.metadata["export_ct2"].get("short_context"))
-        self.model, self.backend = fast_model(
-            paths["ct2/model.bin"].parent,
-            TASK,
-            ARGS.device,
-            ARGS.compute_type,
-            ARGS.threads,
-            short,
+        short = self.args.short_context and bool(entry.info.metadata["export_ct2"].get("short_context"))
+        args = self.args
+        self.model, self.backend_name = fast_model(
+            paths["ct2/model.bin"].parent, TASK, args.device, args.compute_type, self.threads, short
         )
-        self.observe = observer(TASK.name)
-        self.run(np.zeros(TASK.sample_rate, np.float32), False)  # warm-up before reporting ready
 
-    def run(self, audio: np.ndarray, words: bool) -> list[Segment]:
-        """Transcribe (on a worker thread: CTranslate2 releases the GIL)."""
+    def batch_functions(self) -> dict[str, Any]:
+        return {"collate": lambda jobs: jobs[0], "split": lambda out, sizes: [out]}
+
+    def warm_up(self) -> None:
+        self.run((np.zeros(TASK.sample_rate, np.float32), False))
+
+    def run(self, job: tuple[np.ndarray, bool]) -> list[Segment]:
+        """Transcribe one recording (CTranslate2 releases the GIL; its own threads parallelise inside)."""
         from tasks.speech import fast_transcribe
 
-        start = time.perf_counter()
+        audio, words = job
         _, segments = fast_transcribe(self.model, audio, TASK.language, word_timestamps=words)
-        self.observe(1, time.perf_counter() - start)
         return [
             Segment(
                 start=round(s.start, 2),
@@ -171,29 +135,26 @@ class Asr(ModelService):
             if s.text.strip()
         ]
 
-    async def handle(self, request: Request, word_timestamps: bool) -> Response | BaseModel:
-        start = time.perf_counter()
-        try:
-            body = await read_body(request, self.body_limit)
-            uploads, _ = await parse_uploads(request, body, "audio", False, 1, RAW_TYPES)
-            audio = await asyncio.to_thread(decode_audio, uploads[0].data, ARGS.max_audio_s, TASK.sample_rate)
-        except InputError as e:
-            rejected(TASK.name, e.status)
-            return error_response(e)
+    def prepare(self, route: Route, inputs, options: TranscribeOptions, budget: Budget) -> Prepared:
+        """ffmpeg decodes to 16 kHz mono float32; silence skips the model."""
+        audio = decode_audio(inputs[0].data, self.args.max_audio_s, TASK.sample_rate)
+        budget.charge(len(audio), "the audio")
         silent = len(audio) == 0 or float(np.abs(audio).max()) < SILENCE_PEAK
-        segments = [] if silent else await asyncio.to_thread(self.run, audio, word_timestamps)
-        elapsed = time.perf_counter() - start
-        duration = len(audio) / TASK.sample_rate
-        return TranscribeResponse(
-            text=" ".join(s.text for s in segments),
-            segments=segments,
-            language=TASK.language,
-            duration_s=round(duration, 3),
-            model=self.tag,
-            backend=self.backend,
-            elapsed_ms=round(elapsed * 1000, 3),
-            rtf=round(elapsed / duration, 4) if duration else 0.0,
-        )
+        seconds = len(audio) / TASK.sample_rate
+        job = None if silent else (audio, options.word_timestamps)
+        return Prepared(job, cost=seconds, state={"duration": seconds})
+
+    def finish(self, route: Route, prepared: Prepared, segments, options: TranscribeOptions) -> dict[str, Any]:
+        segments = segments or []
+        duration = prepared.state["duration"]
+        elapsed = time.perf_counter() - prepared.started
+        return {
+            "rtf": round(elapsed / duration, 4) if duration else 0.0,
+            "text": " ".join(s.text for s in segments),
+            "segments": segments,
+            "language": TASK.language,
+            "duration_s": round(duration, 3),
+        }
 
 
-Asr.add_asgi_middleware(ApiKeyMiddleware)  # optional API keys (services/security.py)
+Asr = make_service(Transcriber, TASK.name, TASK.description, ARGS)

@@ -4,12 +4,43 @@ single-input model (the palette generator too)."""
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import numpy as np
 
 from tasks.store import verified_file
+
+
+def cpu_quota() -> int:
+    """The CPUs this process may use: the cgroup's quota (``cpu.max`` in cgroup v2, ``cfs_quota_us`` in v1), rounded
+    up, where one is set; else the cores it may run on. A pod limited to ``cpu: "2"`` on a 64-core node gets 2
+    threads, not 64 that fight over two cores' time."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    for path, parse in (("/sys/fs/cgroup/cpu.max", _v2), ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", _v1)):
+        try:
+            text = Path(path).read_text()
+        except OSError:
+            continue
+        quota = parse(text, path)
+        if quota:
+            return max(1, min(cores, math.ceil(quota)))
+    return cores
+
+
+def _v2(text: str, _path: str) -> float | None:
+    fields = text.split()
+    if len(fields) == 2 and fields[0] != "max":
+        return int(fields[0]) / int(fields[1])
+    return None
+
+
+def _v1(text: str, path: str) -> float | None:
+    quota = int(text.strip())
+    if quota <= 0:
+        return None
+    return quota / int(Path(path).with_name("cpu.cfs_period_us").read_text().strip())
 
 
 class OnnxBackend:
@@ -25,7 +56,8 @@ class OnnxBackend:
         if device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
             providers.insert(0, "CUDAExecutionProvider")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        options.intra_op_num_threads = threads or cpu_quota()
+        options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(path), options, providers=providers)
         self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
         self.input = self.session.get_inputs()[0].name
@@ -42,8 +74,7 @@ class TorchBackend:
     def __init__(self, model, device: str = "auto", threads: int = 0) -> None:
         import torch
 
-        if threads:
-            torch.set_num_threads(threads)
+        torch.set_num_threads(threads or cpu_quota())
         if device == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("device=cuda, but torch sees no CUDA GPU")
         self.device = "cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"

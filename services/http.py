@@ -6,7 +6,6 @@ Every client mistake becomes an :class:`~tasks.images.InputError` and leaves as 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -54,7 +53,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 @dataclass
 class Upload:
-    data: bytes
+    data: bytes | bytearray
     filename: str | None = None
 
 
@@ -70,19 +69,21 @@ def decode_b64(value: object, where: str) -> bytes:
 
 
 async def parse_uploads(
-    request: Request, body: bytes, field: str, many: bool, max_files: int, raw_types: tuple[str, ...] = ("image/",)
+    request: Request, limit: int, field: str, many: bool, max_files: int, raw_types: tuple[str, ...] = ("image/",)
 ) -> tuple[list[Upload], dict[str, object]]:
     """Files from a multipart form (field ``field``), a JSON body (base64 under ``field``) or, for single-file
-    routes, a raw body whose content type starts with one of ``raw_types``. Returns the uploads and the other
-    JSON / form fields."""
+    routes, a raw body whose content type is one of ``raw_types`` (a trailing ``/`` takes any subtype). The body
+    is refused past ``limit`` bytes. Returns the uploads and the other JSON / form fields."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
-        return await _parse_multipart(request, body, field, many, max_files)
+        return await read_multipart(request, limit, field, many, max_files)
     if ctype == "application/json":
+        body = await read_body(request, limit)
         try:
             doc = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise InputError(f"invalid JSON body: {e}", 400) from e
+        del body
         if not isinstance(doc, dict) or field not in doc:
             raise InputError(f"JSON body must be an object with a {field!r} field", 400)
         values = doc.pop(field)
@@ -90,66 +91,115 @@ async def parse_uploads(
             if not isinstance(values, list) or not values:
                 raise InputError(f"{field!r} must be a non-empty list of base64 strings", 400)
             if len(values) > max_files:
-                raise InputError(f"{len(values)} images in one request; the limit is {max_files}", 413)
+                raise InputError(f"{len(values)} files in one request; the limit is {max_files}", 413)
             return [Upload(decode_b64(v, f"{field}[{i}]")) for i, v in enumerate(values)], doc
         return [Upload(decode_b64(values, field))], doc
-    if not many and ctype.startswith(raw_types):
-        return [Upload(body)], {}
+    if not many and any(ctype.startswith(t) if t.endswith("/") else ctype == t for t in raw_types):
+        return [Upload(await read_body(request, limit))], {}
     accepted = "multipart/form-data, application/json" + (
         "" if many else " or " + ", ".join(t + ("*" if t.endswith("/") else "") for t in raw_types)
     )
     raise InputError(f"unsupported content type {ctype or '(none)'!r}: send {accepted}", 415)
 
 
-async def _parse_multipart(
-    request: Request, body: bytes, field: str, many: bool, max_files: int
+MAX_FORM_FIELDS = 32
+MAX_FIELD_BYTES = 64 * 1024
+
+
+async def read_multipart(
+    request: Request, limit: int, field: str, many: bool, max_files: int
 ) -> tuple[list[Upload], dict[str, object]]:
-    from starlette.datastructures import UploadFile
-    from starlette.exceptions import HTTPException
+    """A multipart form parsed as it streams in: each file's bytes are held once (no copy of the whole body, no
+    temporary file), the body is refused past ``limit`` bytes, the files past ``max_files``."""
+    from python_multipart.multipart import MultipartParser, parse_options_header
 
-    async def replay() -> dict:
-        return {"type": "http.request", "body": body, "more_body": False}
+    _, params = parse_options_header(request.headers.get("content-type", ""))
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise InputError("malformed multipart body: the content type has no boundary", 400)
+    parts: list[dict] = []
+    header: dict[str, bytearray] = {}
 
+    def on_part_begin() -> None:
+        parts.append({"headers": {}, "data": bytearray()})
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        header.setdefault("field", bytearray()).extend(data[start:end])
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        header.setdefault("value", bytearray()).extend(data[start:end])
+
+    def on_header_end() -> None:
+        name = bytes(header.pop("field", b"")).decode("latin-1").lower()
+        parts[-1]["headers"][name] = bytes(header.pop("value", b""))
+
+    def on_headers_finished() -> None:
+        part = parts[-1]
+        _, opts = parse_options_header(part["headers"].get("content-disposition", b""))
+        part["name"] = opts.get(b"name", b"").decode("utf-8", "replace")
+        filename = opts.get(b"filename")
+        part["filename"] = None if filename is None else filename.decode("utf-8", "replace")
+        if part["filename"] is not None and part["name"] == field:
+            count = sum(1 for p in parts if p.get("filename") is not None and p["name"] == field)
+            if not many and count > 1:
+                raise InputError(f"one file expected in {field!r}, got more: use the batch route", 400)
+            if count > max_files:
+                raise InputError(f"more than {max_files} files in one request; the limit is {max_files}", 413)
+        elif sum(1 for p in parts if p.get("filename") is None) > MAX_FORM_FIELDS:
+            raise InputError(f"more than {MAX_FORM_FIELDS} form fields", 400)
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        part = parts[-1]
+        part["data"].extend(data[start:end])
+        if part["filename"] is None and len(part["data"]) > MAX_FIELD_BYTES:
+            raise InputError(f"form field {part['name']!r} is longer than {MAX_FIELD_BYTES} bytes", 413)
+
+    callbacks = {
+        "on_part_begin": on_part_begin,
+        "on_header_field": on_header_field,
+        "on_header_value": on_header_value,
+        "on_header_end": on_header_end,
+        "on_headers_finished": on_headers_finished,
+        "on_part_data": on_part_data,
+    }
+    parser = MultipartParser(boundary, callbacks)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise InputError(f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes", 413)
+    size = 0
     try:
-        form = await Request(request.scope, replay).form(max_files=max_files + 1, max_fields=32)
-    except HTTPException as e:
-        raise InputError(f"malformed multipart body: {e.detail}", 400) from e
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise InputError(f"request body exceeds the limit of {limit} bytes", 413)
+            parser.write(chunk)
+        parser.finalize()
+    except InputError:
+        raise
     except Exception as e:  # python-multipart raises its own types on broken boundaries
         raise InputError(f"malformed multipart body: {e}", 400) from e
-    try:
-        files = [v for v in form.getlist(field) if isinstance(v, UploadFile)]
-        if not files:
-            raise InputError(f"multipart body has no file in field {field!r}", 400)
-        if len(files) > max_files:
-            raise InputError(f"{len(files)} images in one request; the limit is {max_files}", 413)
-        if not many and len(files) > 1:
-            raise InputError(f"one file expected in {field!r}, got {len(files)}: use the batch route", 400)
-        uploads = [Upload(await f.read(), f.filename) for f in files]
-        extra = {k: v for k, v in form.items() if k != field and isinstance(v, str)}
-        return uploads, extra
-    finally:
-        await form.close()
+    files = [p for p in parts if p.get("filename") is not None and p["name"] == field]
+    if not files:
+        raise InputError(f"multipart body has no file in field {field!r}", 400)
+    extra: dict[str, object] = {}
+    for p in parts:
+        if p.get("filename") is None and p.get("name") and p["name"] != field:
+            try:
+                extra[p["name"]] = p["data"].decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InputError(f"form field {p['name']!r} is not UTF-8", 400) from e
+    return [Upload(p["data"], p["filename"] or None) for p in files], extra  # bytearrays: no copy
 
 
-def flag(value: object, name: str) -> bool:
-    """A boolean request option given as JSON true/false or a form / query string."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
-        return True
-    if isinstance(value, str) and value.lower() in ("0", "false", "no", "off", ""):
-        return False
-    raise InputError(f"{name} must be true or false", 400)
-
-
-def install_error_handlers(app) -> None:
+def install_error_handlers(app, current) -> None:
     """Answer FastAPI's own parameter validation failures in the suite's ``{"error": ...}`` shape (422), and
-    every route with 503 while the service's model is not loaded (:class:`services.lifecycle.ReadinessGate`)."""
+    every route with 503 while ``current()``, the service, has not loaded its model
+    (:class:`services.lifecycle.ReadinessGate`)."""
     from fastapi.exceptions import RequestValidationError
 
     from services.lifecycle import ReadinessGate
 
-    app.add_middleware(ReadinessGate)
+    app.add_middleware(ReadinessGate, current=current)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_parameters(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -158,14 +208,3 @@ def install_error_handlers(app) -> None:
             where = ".".join(str(p) for p in err.get("loc", ())[1:]) or "request"
             parts.append(f"{where}: {err.get('msg', 'invalid')}")
         return JSONResponse({"error": "; ".join(parts)}, status_code=422)
-
-
-LARGE_PAYLOAD = 256 * 1024
-
-
-async def decode_off_loop_if_large(fn, data: bytes, *args):
-    """``fn(data, *args)``: inline for small payloads (cheaper than a thread hop), in a worker thread for large
-    ones, so that decoding a multi-megabyte upload does not hold the event loop."""
-    if len(data) < LARGE_PAYLOAD:
-        return fn(data, *args)
-    return await asyncio.to_thread(fn, data, *args)

@@ -8,43 +8,32 @@ batcher per window length bucket).
 
 from __future__ import annotations
 
-import asyncio
-import json
-import time
-from typing import Literal
+from typing import Any
 
 import bentoml
 import numpy as np
-from fastapi import FastAPI, Query, Request
 from pydantic import BaseModel, Field
-from starlette.responses import Response
 
-from services.batching import AdaptiveBatcher
-from services.http import ERROR_RESPONSES, error_response, install_error_handlers, read_body
-from services.lifecycle import CommonArgs, ModelService
-from services.metrics import observer, rejected
-from services.security import ApiKeyMiddleware
+from services.pipeline import CommonArgs, Options, Prepared, Route, TaskService, Text, make_service
 from tasks import get_task, tagging
-from tasks.images import InputError
+from tasks.images import Budget, InputError
 
 TASK = get_task("keyphrase")
-LONG_TEXT = 2_000  # characters
 BUCKETS = tuple(range(32, 257, 32))  # window lengths a request is padded to: at most 31 padding tokens
 
 
 class ServiceArgs(CommonArgs):
     """``bentoml serve services.keyphrase:Keyphrase --arg NAME=VALUE``."""
 
-    model_tag: str = Field("keyphrase:latest", description="store entry to serve (needs its ONNX export)")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    batching: bool = Field(True, description="adaptive batching across concurrent requests")
     max_batch_size: int = Field(32, ge=1, le=512, description="windows per model call")
-    max_delay_ms: float = Field(0.0, ge=0, le=1000)
     max_chars: int = Field(100_000, ge=1, description="longest text accepted, characters (413 past it)")
-    threads: int = Field(0, ge=0)
 
 
 ARGS = bentoml.use_arguments(ServiceArgs)
+
+
+class ExtractOptions(Options):
+    top_k: int = Field(10, ge=1, le=100, description="keyphrases to return")
 
 
 class Phrase(BaseModel):
@@ -63,143 +52,75 @@ class ExtractResponse(BaseModel):
     elapsed_ms: float
 
 
-app = FastAPI(title="keyphrase", description=TASK.description)
-install_error_handlers(app)
-
-BODY_DOC = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "text/plain": {"schema": {"type": "string"}},
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["text"],
-                    "properties": {"text": {"type": "string"}, "top_k": {"type": "integer", "minimum": 1}},
-                }
-            },
-        },
-    }
-}
+EXTRACT = Route("/extract", "Extract ranked keyphrases with character offsets", Text(), ExtractOptions, ExtractResponse)
 
 
-@app.post(
-    "/extract",
-    response_model=ExtractResponse,
-    responses=ERROR_RESPONSES,
-    openapi_extra=BODY_DOC,
-    summary="Extract ranked keyphrases with character offsets",
-)
-async def extract(
-    request: Request, top_k: int = Query(10, ge=1, le=100, description="keyphrases to return")
-) -> Response | BaseModel:
-    return await bentoml.get_current_service().handle(request, top_k)
-
-
-@bentoml.service(
-    name="keyphrase", traffic={"timeout": ARGS.timeout_s}, workers=1, endpoints={"livez": "/livez", "readyz": "/readyz"}
-)
-@bentoml.asgi_app(app, path="/v1/keyphrase")
-class Keyphrase(ModelService):
+class Tagger(TaskService):
     """BERT-like token tagger (ONNX Runtime) with span assembly, deduplication and ranking."""
 
-    model_ref = bentoml.models.BentoModel(ARGS.model_tag)
+    routes = (EXTRACT,)
 
-    task = TASK.name
-
-    def load(self) -> None:
+    def load_model(self, entry) -> None:
         from transformers import AutoTokenizer
 
         from exporters.tagger import OnnxTagger
-        from tasks.store import entry_for_task, verified_file
+        from tasks.store import verified_file
 
-        entry = entry_for_task(TASK.name, ARGS.model_tag)
-        files = entry.info.metadata.get("files", {})
-        if "model.onnx" not in files:
-            raise FileNotFoundError(
-                f"{entry.tag} has no ONNX export: run `python -m exporters keyphrase --format onnx`"
-            )
-        paths = {name: verified_file(entry, name) for name in files}  # every file, tokenizer's too
-        self.tag = str(entry.tag)
+        paths = {name: verified_file(entry, name) for name in entry.info.metadata["files"]}  # tokenizer's too
         self.tokenizer = AutoTokenizer.from_pretrained(str(entry.path))
-        self.runner = OnnxTagger(paths["model.onnx"], ARGS.device, ARGS.threads)
-        self.backend = f"{self.runner.name}/{self.runner.device}"
-        size = ARGS.max_batch_size if ARGS.batching else 1
-        delay = ARGS.max_delay_ms if ARGS.batching else 0.0
-        self.batchers = {n: AdaptiveBatcher(self.run, size, delay, observer(TASK.name)) for n in BUCKETS}
-        self.run(np.ones((1, 2, BUCKETS[0]), np.int64))  # warm-up before reporting ready
-        tagging.normalise("warm-up")  # loads the stemmer now, not on the first request
+        self.runner = OnnxTagger(paths["model.onnx"], self.args.device, self.threads)
+        self.backend_name = f"{self.runner.name}/{self.runner.device}"
 
-    @bentoml.on_shutdown
-    def shutdown(self) -> None:
-        for batcher in getattr(self, "batchers", {}).values():
-            batcher.close()
+    def batch_functions(self) -> dict[str, Any]:
+        return {"collate": self.collate}
+
+    def collate(self, payloads: list[np.ndarray]) -> np.ndarray:
+        """Jobs of (k, 2, L) windows, L differing by bucket -> (N, 2, max L): one model call for all of them."""
+        width = max(p.shape[2] for p in payloads)
+        if all(p.shape[2] == width for p in payloads):
+            return payloads[0] if len(payloads) == 1 else np.concatenate(payloads)
+        out = np.zeros((sum(len(p) for p in payloads), 2, width), np.int64)
+        out[:, 0] = self.tokenizer.pad_token_id
+        row = 0
+        for p in payloads:
+            out[row : row + len(p), :, : p.shape[2]] = p
+            row += len(p)
+        return out
+
+    def warm_up(self) -> None:
+        self.run(np.ones((1, 2, BUCKETS[0]), np.int64))
+        tagging.normalise("warm-up")  # loads the stemmer now, not on the first request
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """(N, 2, L) stacked ids and mask -> (N, L, 3) probabilities."""
         return self.runner(np.ascontiguousarray(x[:, 0]), np.ascontiguousarray(x[:, 1]))
 
-    async def handle(self, request: Request, top_k: int) -> Response | BaseModel:
-        start = time.perf_counter()
-        try:
-            text, top_k = await self.parse(request, top_k)
-        except InputError as e:
-            rejected(TASK.name, e.status)
-            return error_response(e)
-        phrases, n_tokens = [], 0
-        if text.strip():
-            # tokenising and assembling a long text takes milliseconds: off the event loop then
-            off_loop = len(text) > LONG_TEXT
-            enc = await asyncio.to_thread(self.encode, text) if off_loop else self.encode(text)
-            n_tokens = len(enc.offsets)
-            width = next(b for b in BUCKETS if b >= max(len(w) for w in enc.ids))
-            probs = await self.batchers[width](np.stack(tagging.pad(enc.ids, self.tokenizer.pad_token_id, width), 1))
-            args = (text, enc, probs, top_k)
-            phrases = await asyncio.to_thread(self.assemble, *args) if off_loop else self.assemble(*args)
-        return ExtractResponse(
-            keyphrases=[
+    def max_text_bytes(self) -> int:
+        return self.args.max_chars * 4 + 4096  # UTF-8: at most 4 bytes a character, and a JSON wrapper
+
+    def prepare(self, route: Route, text: str, options: ExtractOptions, budget: Budget) -> Prepared:
+        """Tokenise into overlapping windows: (k, 2, L) ids and mask, L the bucket of the longest window."""
+        if len(text) > self.args.max_chars:
+            raise InputError(f"text of {len(text)} characters exceeds the limit of {self.args.max_chars}", 413)
+        if not text.strip():
+            return Prepared(None, size=0, state={"text": text, "enc": None})
+        enc = tagging.encode(self.tokenizer, text, TASK.max_length, TASK.stride)
+        width = next(b for b in BUCKETS if b >= max(len(w) for w in enc.ids))
+        x = np.stack(tagging.pad(enc.ids, self.tokenizer.pad_token_id, width), 1)
+        return Prepared(x, size=len(x), cost=float(x.shape[0] * width), state={"text": text, "enc": enc})
+
+    def finish(self, route: Route, prepared: Prepared, probs, options: ExtractOptions) -> dict[str, Any]:
+        text, enc = prepared.state["text"], prepared.state["enc"]
+        if enc is None:
+            return {"keyphrases": [], "n_tokens": 0}
+        merged = tagging.merge_windows(enc, [p[: len(w)] for p, w in zip(probs, enc.ids, strict=True)])
+        phrases = tagging.rank(tagging.spans(text, enc.offsets, merged), options.top_k)
+        return {
+            "keyphrases": [
                 Phrase(phrase=p.text, start=p.start, end=p.end, score=round(p.score, 4), count=p.count) for p in phrases
             ],
-            n_tokens=n_tokens,
-            model=self.tag,
-            backend=self.backend,
-            elapsed_ms=round((time.perf_counter() - start) * 1000, 3),
-        )
-
-    def encode(self, text: str) -> tagging.Encoded:
-        return tagging.encode(self.tokenizer, text, TASK.max_length, TASK.stride)
-
-    @staticmethod
-    def assemble(text: str, enc: tagging.Encoded, probs: np.ndarray, top_k: int) -> list[tagging.Phrase]:
-        merged = tagging.merge_windows(enc, [p[: len(w)] for p, w in zip(probs, enc.ids, strict=True)])
-        return tagging.rank(tagging.spans(text, enc.offsets, merged), top_k)
-
-    async def parse(self, request: Request, top_k: int) -> tuple[str, int]:
-        """The text and top_k of a ``text/plain`` or JSON body, with 4xx for what cannot be used."""
-        body = await read_body(request, ARGS.max_chars * 4 + 4096)  # UTF-8: at most 4 bytes a character
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype not in ("text/plain", "application/json"):
-            raise InputError(
-                f"unsupported content type {ctype or '(none)'!r}: send text/plain or application/json", 415
-            )
-        try:
-            decoded = body.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise InputError(f"the body is not valid UTF-8 (byte {e.start})", 400) from e
-        if ctype == "application/json":
-            try:
-                doc = json.loads(decoded)
-            except json.JSONDecodeError as e:
-                raise InputError(f"invalid JSON body: {e}", 400) from e
-            if not isinstance(doc, dict) or not isinstance(doc.get("text"), str):
-                raise InputError("JSON body must be an object with a string 'text' field", 400)
-            value = doc.get("top_k", top_k)
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
-                raise InputError("top_k must be a whole number from 1 to 100", 422)
-            decoded, top_k = doc["text"], value
-        if len(decoded) > ARGS.max_chars:
-            raise InputError(f"text of {len(decoded)} characters exceeds the limit of {ARGS.max_chars}", 413)
-        return decoded, top_k
+            "n_tokens": len(enc.offsets),
+        }
 
 
-Keyphrase.add_asgi_middleware(ApiKeyMiddleware)  # optional API keys (services/security.py)
+Keyphrase = make_service(Tagger, TASK.name, TASK.description, ARGS)

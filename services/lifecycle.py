@@ -10,20 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 
-from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 # BentoML routes its own loggers to the server's output; a child of "bentoml" shares that configuration.
 log = logging.getLogger("bentoml.suite")
-
-
-class CommonArgs(BaseModel):
-    """Service arguments every task has (``--arg timeout_s=30``)."""
-
-    timeout_s: float = Field(
-        60.0, gt=0, le=3600, description="a request without its answer started by then gets 504 (slow uploads too)"
-    )
 
 
 class ModelService:
@@ -63,13 +55,14 @@ class ReadinessGate:
     """ASGI middleware for a task's API app: 503 while the service's model is not loaded. A loaded model stays
     loaded, so once the service is ready the gate opens for good and costs requests nothing more."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, current: Callable[[], object]) -> None:
         self.app = app
+        self.current = current
         self.open = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.open and scope["type"] == "http":
-            self.open = _ready()
+            self.open = self._ready()
             if not self.open:
                 body = NOT_READY.encode()
                 headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
@@ -79,11 +72,8 @@ class ReadinessGate:
                 return
         await self.app(scope, receive, send)
 
-
-def _ready() -> bool:
-    import bentoml
-
-    try:
-        return bool(getattr(bentoml.get_current_service(), "ready", False))
-    except Exception:  # no instance yet
-        return False
+    def _ready(self) -> bool:
+        try:
+            return bool(getattr(self.current(), "ready", False))
+        except Exception:  # no instance yet
+            return False

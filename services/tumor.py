@@ -9,32 +9,17 @@ from __future__ import annotations
 
 import base64
 import io
-import time
-from typing import Literal
+from typing import Any
 
 import bentoml
 import numpy as np
-from fastapi import FastAPI, Query, Request
 from PIL import Image, ImageDraw
 from pydantic import BaseModel, Field
-from starlette.responses import Response
 
-from services.batching import AdaptiveBatcher
-from services.http import (
-    ERROR_RESPONSES,
-    decode_off_loop_if_large,
-    error_response,
-    flag,
-    install_error_handlers,
-    parse_uploads,
-    read_body,
-)
-from services.lifecycle import CommonArgs, ModelService
-from services.metrics import observer, rejected
-from services.security import ApiKeyMiddleware
+from services.pipeline import CommonArgs, Files, Options, Prepared, Route, TaskService, make_service
 from tasks import get_task
 from tasks.detection import letterbox, postprocess, to_input
-from tasks.images import ImageLimits, InputError, decode_image
+from tasks.images import Budget, ImageLimits, decode_image
 from tasks.medical import decode_dicom, decode_nifti, is_dicom, is_nifti
 
 TASK = get_task("tumor")
@@ -44,17 +29,19 @@ RAW_TYPES = ("image/", "application/dicom", "application/octet-stream", "applica
 class ServiceArgs(CommonArgs):
     """``bentoml serve services.tumor:Tumor --arg NAME=VALUE``."""
 
-    model_tag: str = Field("tumor:latest", description="store entry to serve (needs its ONNX export)")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    batching: bool = Field(True, description="adaptive batching across concurrent requests")
-    max_batch_size: int = Field(16, ge=1, le=256)
-    max_delay_ms: float = Field(0.0, ge=0, le=1000)
+    max_batch_size: int = Field(16, ge=1, le=256, description="slices per model call")
     max_body_mb: float = Field(64.0, gt=0, le=2048, description="DICOM and NIfTI volumes are large")
-    max_pixels: int = Field(25_000_000, ge=1)
-    threads: int = Field(0, ge=0)
+    max_pixels: int = Field(25_000_000, ge=1, description="largest slice, pixels (413 past it)")
 
 
 ARGS = bentoml.use_arguments(ServiceArgs)
+
+
+class DetectOptions(Options):
+    conf: float = Field(TASK.conf, ge=0.0, le=1.0, description="confidence threshold")
+    iou: float = Field(TASK.iou, ge=0.0, le=1.0, description="NMS IoU threshold")
+    slice_index: int | None = Field(None, ge=0, description="slice of a DICOM / NIfTI volume")
+    annotate: bool = Field(False, description="add a PNG with the boxes drawn")
 
 
 class Box(BaseModel):
@@ -79,103 +66,52 @@ class DetectResponse(BaseModel):
     elapsed_ms: float
 
 
-def _body_doc() -> dict:
-    binary = {"type": "string", "format": "binary"}
-    content = {
-        "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {"image": binary}}},
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "required": ["image"],
-                "properties": {"image": {"type": "string", "description": "base64 PNG, JPEG, DICOM or NIfTI"}},
-            }
-        },
-        "application/dicom": {"schema": binary},
-        "application/octet-stream": {"schema": binary, "description": "NIfTI (.nii or .nii.gz)"},
-        "image/png": {"schema": binary},
-    }
-    return {"requestBody": {"required": True, "content": content}}
-
-
-app = FastAPI(title="tumor", description=TASK.description)
-install_error_handlers(app)
-
-
-@app.post(
+DETECT = Route(
     "/detect",
-    response_model=DetectResponse,
-    responses=ERROR_RESPONSES,
-    openapi_extra=_body_doc(),
-    summary="Detect brain tumours in one MRI slice",
+    "Detect brain tumours in one MRI slice",
+    Files("image", raw_types=RAW_TYPES, description="PNG, JPEG, TIFF, BMP, DICOM or NIfTI (.nii / .nii.gz) file"),
+    DetectOptions,
+    DetectResponse,
 )
-async def detect(
-    request: Request,
-    conf: float = Query(TASK.conf, ge=0.0, le=1.0, description="confidence threshold"),
-    iou: float = Query(TASK.iou, ge=0.0, le=1.0, description="NMS IoU threshold"),
-    slice_index: int | None = Query(None, ge=0, description="slice of a DICOM / NIfTI volume"),
-    annotate: bool = Query(False, description="add a PNG with the boxes drawn"),
-) -> Response | BaseModel:
-    return await bentoml.get_current_service().handle(request, conf, iou, slice_index, annotate)
 
 
-@bentoml.service(
-    name="tumor", traffic={"timeout": ARGS.timeout_s}, workers=1, endpoints={"livez": "/livez", "readyz": "/readyz"}
-)
-@bentoml.asgi_app(app, path="/v1/tumor")
-class Tumor(ModelService):
+class Detector(TaskService):
     """YOLO brain-tumour detector (ONNX Runtime, own letterbox and NMS)."""
 
-    model_ref = bentoml.models.BentoModel(ARGS.model_tag)
+    routes = (DETECT,)
 
-    task = TASK.name
-
-    def load(self) -> None:
+    def load_model(self, entry) -> None:
         import nibabel  # noqa: F401 - imported now so that the first DICOM / NIfTI request does not pay for it
         import pydicom  # noqa: F401
 
         from services.backends import OnnxBackend
-        from tasks.store import entry_for_task, verified_file
+        from tasks.store import verified_file
 
-        self.set_body_limit(ARGS.max_body_mb)  # uploads stay in memory: nothing a client sends is written to disk
-        entry = entry_for_task(TASK.name, ARGS.model_tag)
         meta = entry.info.metadata
-        if "model.onnx" not in meta.get("files", {}):
-            raise FileNotFoundError(f"{entry.tag} has no ONNX export: run `python -m exporters tumor --format onnx`")
-        self.tag = str(entry.tag)
         self.labels = list(meta["labels"])
         self.size = int(meta["input_size"])
-        self.limits = ImageLimits(min_side=TASK.min_side, max_pixels=ARGS.max_pixels)
-        self.backend = OnnxBackend(verified_file(entry, "model.onnx"), ARGS.device, ARGS.threads)
+        self.limits = ImageLimits(min_side=TASK.min_side, max_pixels=self.args.max_pixels)
+        self.backend = OnnxBackend(verified_file(entry, "model.onnx"), self.args.device, self.threads)
         self.backend_name = f"{self.backend.name}/{self.backend.device}"
-        self.backend(np.zeros((1, 3, self.size, self.size), np.float32))  # warm-up before reporting ready
-        size = ARGS.max_batch_size if ARGS.batching else 1
-        self.batcher = AdaptiveBatcher(
-            self.backend, size, ARGS.max_delay_ms if ARGS.batching else 0.0, observer(TASK.name)
+
+    def warm_up(self) -> None:
+        self.run(np.zeros((1, 3, self.size, self.size), np.float32))
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.backend(x)
+
+    def prepare(self, route: Route, inputs, options: DetectOptions, budget: Budget) -> Prepared:
+        """Decode one slice, letterbox it: (1, 3, S, S) float32."""
+        gray, fmt = self.decode(inputs[0].data, options.slice_index, budget)
+        fitted, info = letterbox(gray, self.size)
+        return Prepared(
+            to_input([fitted]), state={"info": info, "fmt": fmt, "gray": gray if options.annotate else None}
         )
 
-    @bentoml.on_shutdown
-    def shutdown(self) -> None:
-        if self.ready:
-            self.batcher.close()
-
-    async def handle(
-        self, request: Request, conf: float, iou: float, slice_index: int | None, annotate: bool
-    ) -> Response | BaseModel:
-        """Decode one slice, detect through the batcher, map boxes back to the slice's pixels."""
-        start = time.perf_counter()
-        try:
-            body = await read_body(request, self.body_limit)
-            uploads, extra = await parse_uploads(request, body, "image", False, 1, RAW_TYPES)
-            annotate = annotate or flag(extra.get("annotate", False), "annotate")
-            slice_index = _int_option(extra.get("slice_index", slice_index), "slice_index")
-            data = uploads[0].data
-            gray, fmt = await decode_off_loop_if_large(self.decode, data, slice_index)
-        except InputError as e:
-            rejected(TASK.name, e.status)
-            return error_response(e)
-        fitted, info = letterbox(gray, self.size)
-        raw = await self.batcher(to_input([fitted]))
-        det = postprocess(raw, [info], conf, iou, TASK.max_det)[0]
+    def finish(self, route: Route, prepared: Prepared, raw: np.ndarray, options: DetectOptions) -> dict[str, Any]:
+        """Boxes back in the slice's pixels, most confident first; the annotated PNG when asked for."""
+        info, fmt = prepared.state["info"], prepared.state["fmt"]
+        det = postprocess(raw, [info], options.conf, options.iou, TASK.max_det)[0]
         boxes = [
             Box(
                 x0=float(b[0]),
@@ -188,34 +124,24 @@ class Tumor(ModelService):
             )
             for b, s, c in zip(det.boxes, det.scores, det.classes, strict=True)
         ]
-        return DetectResponse(
-            boxes=boxes,
-            width=info.width,
-            height=info.height,
-            input_format=fmt,
-            slice_index=slice_index if fmt in ("dicom", "nifti") else None,
-            annotated_png=_annotate(gray, boxes) if annotate else None,
-            model=self.tag,
-            backend=self.backend_name,
-            elapsed_ms=round((time.perf_counter() - start) * 1000, 3),
-        )
+        return {
+            "boxes": boxes,
+            "width": info.width,
+            "height": info.height,
+            "input_format": fmt,
+            "slice_index": options.slice_index if fmt in ("dicom", "nifti") else None,
+            "annotated_png": _annotate(prepared.state["gray"], boxes) if options.annotate else None,
+        }
 
-    def decode(self, data: bytes, slice_index: int | None) -> tuple[np.ndarray, str]:
+    def decode(self, data: bytes, slice_index: int | None, budget: Budget) -> tuple[np.ndarray, str]:
         """Bytes -> (HxW uint8 slice, format). The format is read from the bytes, not the content type."""
         if is_dicom(data):
-            return decode_dicom(data, slice_index, self.limits), "dicom"
+            return decode_dicom(data, slice_index, self.limits, budget=budget), "dicom"
         if data and is_nifti(data):
-            return decode_nifti(data, slice_index, self.limits, max_bytes=4 * self.body_limit), "nifti"
-        img = decode_image(data, self.limits, gray=True)  # PNG, JPEG, TIFF, BMP; 4xx otherwise
+            nifti = decode_nifti(data, slice_index, self.limits, max_bytes=4 * self.body_limit, budget=budget)
+            return nifti, "nifti"
+        img = decode_image(data, self.limits, gray=True, budget=budget)  # PNG, JPEG, TIFF, BMP; 4xx otherwise
         return np.asarray(img), img.info["format"].lower()
-
-
-def _int_option(value: object, name: str) -> int | None:
-    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    raise InputError(f"{name} must be a non-negative whole number", 400)
 
 
 COLOURS = {"meningioma": (255, 80, 80), "glioma": (80, 255, 80), "pituitary": (80, 200, 255)}
@@ -233,4 +159,4 @@ def _annotate(gray: np.ndarray, boxes: list[Box]) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-Tumor.add_asgi_middleware(ApiKeyMiddleware)  # optional API keys (services/security.py)
+Tumor = make_service(Detector, TASK.name, TASK.description, ARGS)

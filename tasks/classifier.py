@@ -102,37 +102,46 @@ def from_checkpoint(path: str | Path) -> nn.Module:
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     model = build_model(**ckpt["arch"])
     model.load_state_dict(ckpt["state_dict"])
-    return model.eval()
+    return model.eval().requires_grad_(False)
+
+
+def feature_map(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The last feature block's output (N, C, h, w): what Grad-CAM weighs."""
+    if hasattr(model, "features"):  # efficientnet, mobilenet, densenet
+        return model.features(x)
+    for layer in (model.conv1, model.bn1, model.relu, model.maxpool, model.layer1, model.layer2, model.layer3):
+        x = layer(x)
+    return model.layer4(x)  # resnet
+
+
+def head_logits(model: nn.Module, fmap: torch.Tensor) -> torch.Tensor:
+    """The rest of the network after :func:`feature_map`: (N, C, h, w) -> (N, classes) logits."""
+    if isinstance(model, torchvision.models.DenseNet):
+        fmap = nn.functional.relu(fmap)
+    pooled = torch.flatten(nn.functional.adaptive_avg_pool2d(fmap, 1), 1)
+    return head(model)(pooled)
 
 
 def gradcam(model: nn.Module, x: torch.Tensor, class_index: Sequence[int]) -> np.ndarray:
-    """Grad-CAM on the last feature block.
+    """Grad-CAM on the last feature block, with no state on the model (no hooks, no retained gradients), so any
+    number of threads may call it on one shared model at once. Parameters need no gradients (freeze them).
 
     x: (N, 3, H, W) preprocessed input; class_index: N target classes.
     Returns (N, H, W) float32 heatmaps in [0, 1] (each normalised by its own maximum).
     """
-    target = feature_blocks(model)[-1]
-    store: dict[str, torch.Tensor] = {}
-
-    def hook(_m: nn.Module, _i: object, out: torch.Tensor) -> None:
-        out.retain_grad()
-        store["act"] = out
-
-    handle = target.register_forward_hook(hook)
-    try:
-        with torch.enable_grad():
-            x = x.detach().requires_grad_(True)
-            logits = model(x)
-            idx = torch.as_tensor(list(class_index), device=logits.device)
-            logits.gather(1, idx[:, None]).sum().backward()
-    finally:
-        handle.remove()
-    act, grad = store["act"], store["act"].grad
-    weights = grad.mean(dim=(2, 3), keepdim=True)  # (N, C, 1, 1)
-    cam = torch.relu((weights * act).sum(dim=1, keepdim=True))  # (N, 1, h, w)
-    cam = nn.functional.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-    cam = cam / cam.flatten(1).amax(dim=1).clamp_min(1e-8)[:, None, None]
-    return cam.detach().cpu().numpy().astype(np.float32)
+    with torch.no_grad():
+        fmap = feature_map(model, x)
+    with torch.enable_grad():
+        fmap = fmap.detach().requires_grad_(True)  # a leaf of this call's own graph
+        logits = head_logits(model, fmap)
+        idx = torch.as_tensor(list(class_index), device=logits.device)
+        (grad,) = torch.autograd.grad(logits.gather(1, idx[:, None]).sum(), fmap)
+    with torch.no_grad():
+        weights = grad.mean(dim=(2, 3), keepdim=True)  # (N, C, 1, 1)
+        cam = torch.relu((weights * fmap).sum(dim=1, keepdim=True))  # (N, 1, h, w)
+        cam = nn.functional.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        cam = cam / cam.flatten(1).amax(dim=1).clamp_min(1e-30)[:, None, None]  # weak models give tiny maps
+    return cam.cpu().numpy().astype(np.float32)
 
 
 def heatmap_rgb(cam: np.ndarray) -> np.ndarray:

@@ -35,8 +35,48 @@ class ImageLimits:
     max_pixels: int = 25_000_000
 
 
+class Budget:
+    """Decoded values (pixels, or audio samples) one request may hold in all; decoders charge it from the
+    header, before they decode. Not shared between requests (one per request, used by one thread).
+
+    ``unit`` names what is counted and ``knob`` the setting that sets ``limit``; both appear in the 413 message,
+    so a client learns what it ran into and an operator what to raise.
+    """
+
+    def __init__(self, limit: int, unit: str = "pixels", knob: str = "max_request_pixels") -> None:
+        if limit < 0:
+            raise ValueError(f"a budget cannot be negative (got {limit})")
+        self.limit = limit
+        self.unit = unit
+        self.knob = knob
+        self.used = 0
+
+    @property
+    def remaining(self) -> int:
+        return self.limit - self.used
+
+    def charge(self, n: int, what: str) -> None:
+        """Take ``n`` from the budget for ``what`` (e.g. ``"5000x5000"``), or raise :class:`InputError` (413)."""
+        if n < 0:
+            raise ValueError(f"cannot charge a negative amount ({n})")
+        if self.used + n > self.limit:
+            raise InputError(
+                f"{what} = {n:,} {self.unit} would bring this request to {self.used + n:,} {self.unit}, "
+                f"past its budget of {self.limit:,} {self.unit} ({self.knob})",
+                413,
+            )
+        self.used += n
+
+    def __repr__(self) -> str:
+        return f"Budget({self.used:,}/{self.limit:,} {self.unit}, {self.knob})"
+
+
 def decode_image(
-    data: bytes, limits: ImageLimits = ImageLimits(), gray: bool = False, draft: int | None = None
+    data: bytes,
+    limits: ImageLimits = ImageLimits(),
+    gray: bool = False,
+    draft: int | None = None,
+    budget: Budget | None = None,
 ) -> Image.Image:
     """Decode untrusted bytes into an 8-bit RGB (or, with ``gray``, L) image, or raise :class:`InputError`.
 
@@ -44,7 +84,9 @@ def decode_image(
     costs nothing. 16-bit / 32-bit grey, palette, CMYK, bilevel and alpha images are converted. The file format
     is kept in ``image.info["format"]``, the size in the file in ``image.info["original_size"]``. With ``draft``,
     a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that keeps its longer side at least ``draft``
-    pixels: several times faster, for callers that shrink anyway.
+    pixels: several times faster, for callers that shrink anyway. With ``budget``, the pixels about to be decoded
+    (after any draft scaling) are charged to it before decoding. Only the first frame of a multi-frame file (TIFF)
+    is ever decoded.
     """
     if not data:
         raise InputError("empty file: the request carried no image bytes", 400)
@@ -72,7 +114,12 @@ def decode_image(
         if draft and img.format == "JPEG" and img.mode in ("RGB", "L"):
             scale = draft / max(w, h)
             img.draft(img.mode, (max(1, round(w * scale)), max(1, round(h * scale))))
+        if budget is not None:  # img.size is what load() will allocate: frame 0, after any draft scaling
+            dw, dh = img.size
+            budget.charge(dw * dh, f"{w}x{h}" if (dw, dh) == (w, h) else f"{w}x{h} (decoded at {dw}x{dh})")
         img.load()
+    except InputError:
+        raise
     except OSError as e:
         raise InputError(f"corrupt or truncated image: {e}", 400) from e
     except Exception as e:

@@ -93,3 +93,35 @@ def test_model_failure_reaches_every_caller_of_that_batch():
 def test_invalid_size():
     with pytest.raises(ValueError):
         AdaptiveBatcher(lambda x: x, 0)
+
+
+def test_call_time_model_learns_fixed_and_per_item_cost():
+    from services.batching import CallTime
+
+    model = CallTime()
+    for b in (1, 2, 4, 8, 16, 32):
+        model.add(b, 0.002 + 0.001 * b)
+    assert model.predict(10) == pytest.approx(0.012, rel=0.01)
+    same = CallTime()
+    same.add(4, 0.02)
+    assert same.predict(8) == pytest.approx(0.04)  # one batch size seen: proportional
+
+
+def test_admission_refuses_past_the_budget_and_gives_back_what_it_reserved():
+    from services.batching import Overloaded
+
+    batcher = AdaptiveBatcher(lambda x: x, 4, budget_s=0.05)
+    batcher.call_time.add(4, 0.02)  # 5 ms an item
+    batcher._busy_until = time.perf_counter() + 1e-3  # a call is running; the queue fills meanwhile
+    batcher._queue.append(None)  # busy: not the idle model that always admits
+    with pytest.raises(Overloaded) as e:
+        for _ in range(100):
+            batcher.admit()
+    assert e.value.retry_after >= 1 and "latency_budget_s" in str(e.value)
+    held = batcher._reserved_items
+    assert 0 < held < 100
+    batcher._queue.clear()
+    for _ in range(held):
+        batcher.release((1, 1.0))
+    assert batcher._reserved_items == 0 and batcher.admit() == (1, 1.0)
+    batcher.close()

@@ -165,7 +165,7 @@ BIG = png_bytes((np.random.default_rng(0).random((900, 900, 3)) * 255).astype(np
             400,
             "batch route",
         ),
-        ({"json": {"image": "aGk=", "gradcam": "maybe"}}, 400, "gradcam must be true or false"),
+        ({"json": {"image": "aGk=", "gradcam": "maybe"}}, 422, "gradcam: Input should be a valid boolean"),
     ],
 )
 def test_bad_inputs_get_clear_4xx(client, kwargs, status, words):

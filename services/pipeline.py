@@ -1,0 +1,436 @@
+"""The request pipeline every task service runs, written once.
+
+    body (size limit) -> parse (payload + options, from the same declarations the OpenAPI page shows)
+      -> admission (predicted wait within the latency budget, else 503 + Retry-After at once)
+      -> prepare (decode, validate, preprocess; a worker thread; a per-request decoded-size budget)
+      -> batcher (one model call at a time per model) -> finish (postprocess, Grad-CAM, annotation, the JSON
+      itself; a worker thread) -> typed response with the model version
+
+A task declares its :class:`Route` s (payload, options model, response model) and writes ``load_model``, ``run``
+(the model call), ``prepare`` and ``finish``; nothing else. ``prepare`` and ``finish`` never run on the event
+loop, whatever the input, so ``/livez`` answers while large requests are decoded. Per-request state lives in
+the :class:`Prepared` object only: nothing a request writes is shared with another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from services.batching import AdaptiveBatcher, Overloaded
+from services.http import ERROR_RESPONSES, Upload, error_response, parse_uploads, read_body
+from services.lifecycle import ModelService, log
+from services.metrics import observer, overloaded, queue_observer, rejected
+from tasks.images import Budget, InputError
+
+MODEL_FAILED = "the server failed on this request (its log says why); the request itself was well-formed"
+
+# --- declarations -------------------------------------------------------------------------------------------
+
+
+class Options(BaseModel):
+    """Base of a route's options: query parameters, or fields beside the payload in a JSON / multipart body (the
+    body wins). An unknown option is an error, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoOptions(Options):
+    pass
+
+
+@dataclass(frozen=True)
+class Files:
+    """The payload is one file (or, with ``many``, several) in field ``field`` of a multipart form, as base64 in
+    a JSON object, or (single file only) the raw body with one of ``raw_types`` (a trailing ``/`` takes any
+    subtype)."""
+
+    field: str
+    many: bool = False
+    raw_types: tuple[str, ...] = ("image/png", "image/jpeg")
+    description: str = "image file (PNG, JPEG, TIFF, BMP)"
+
+
+@dataclass(frozen=True)
+class Text:
+    """The payload is UTF-8 text: a ``text/plain`` body, or field ``field`` of a JSON object."""
+
+    field: str = "text"
+
+
+@dataclass(frozen=True)
+class Route:
+    """One POST route of a task: what it takes (payload and options) and what it answers."""
+
+    path: str
+    summary: str
+    payload: Files | Text
+    options: type[Options]
+    response: type[BaseModel]
+
+    @property
+    def name(self) -> str:
+        return self.path.strip("/").replace("/", "_")
+
+
+class CommonArgs(BaseModel):
+    """Service arguments every task has (``bentoml serve services.<module>:<Task> --arg NAME=VALUE``)."""
+
+    model_tag: str = Field("", description="store entry to serve (default: <task>:latest)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(0, ge=0, description="model threads (0: the container's CPU quota)")
+    batching: bool = Field(True, description="adaptive batching across concurrent requests")
+    max_batch_size: int = Field(32, ge=1, le=1024, description="items per model call")
+    max_delay_ms: float = Field(0.0, ge=0, le=1000, description="extra wait for a fuller batch")
+    max_body_mb: float = Field(10.0, gt=0, le=4096, description="largest request body, MiB (413 past it)")
+    timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="a request without its answer started by then gets 504 (slow uploads too)"
+    )
+    latency_budget_s: float = Field(
+        10.0, gt=0, le=3600, description="longest predicted wait for the model a request is admitted with (503 past)"
+    )
+    max_queue: int = Field(1024, ge=1, description="most items admitted and not yet in a model call (503 past)")
+    noop_route: bool = Field(False, description="serve POST /noop: this pipeline without decoding or model")
+    max_request_pixels: int = Field(
+        64_000_000, ge=1, description="decoded pixels (or audio samples) one request may hold in all (413 past)"
+    )
+
+
+# --- the service base ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Prepared:
+    """What ``prepare`` made of one request: the model input (``x``, ``size`` items, ``cost`` for the call-time
+    model) and whatever ``finish`` needs later (``state``). Private to its request."""
+
+    x: Any
+    size: int = 1
+    cost: float | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+    started: float = 0.0  # perf_counter when the request arrived (set by the pipeline)
+
+
+class TaskService(ModelService):
+    """A task's service: the pipeline above around the task's ``prepare`` / ``run`` / ``finish``."""
+
+    routes: ClassVar[tuple[Route, ...]] = ()
+    args: ClassVar[CommonArgs]
+    model_tag: ClassVar[str]
+    requires: ClassVar[tuple[str, ...]] = ("model.onnx",)  # store files the service cannot run without
+    export_hint: ClassVar[str] = "onnx"
+    batch_limit: ClassVar[int] = 0  # most items per model call whatever max_batch_size says (0: no such limit)
+    budget_unit: ClassVar[str] = "pixels"
+
+    def load(self) -> None:
+        from services.backends import cpu_quota
+        from tasks.store import entry_for_task
+
+        self.set_body_limit(self.args.max_body_mb)
+        entry = entry_for_task(self.task, self.model_tag)
+        files = entry.info.metadata.get("files", {})
+        if missing := [name for name in self.requires if not any(f.startswith(name) for f in files)]:
+            raise FileNotFoundError(
+                f"{entry.tag} has no {', '.join(missing)}: run `python -m exporters {self.task} --format "
+                f"{self.export_hint}`"
+            )
+        self.tag = str(entry.tag)
+        self.threads = self.args.threads or cpu_quota()
+        self.load_model(entry)
+        self.start_pipeline()
+
+    def start_pipeline(self) -> None:
+        """The worker threads and the batcher around the loaded model, warmed up."""
+        args = self.args
+        self.pool = ThreadPoolExecutor(max_workers=max(2, self.threads), thread_name_prefix=f"{self.task}-work")
+        self.batcher = AdaptiveBatcher(
+            self.run,
+            min(args.max_batch_size, self.batch_limit or args.max_batch_size) if args.batching else 1,
+            args.max_delay_ms if args.batching else 0.0,
+            observer(self.task),
+            budget_s=args.latency_budget_s,
+            max_queue=args.max_queue,
+            on_queue=queue_observer(self.task),
+            **self.batch_functions(),
+        )
+        self.warm_up()  # before reporting ready: the first request must not pay for lazy initialisation
+
+    # What a task writes -------------------------------------------------------------------------------------
+
+    backend_name: str = ""
+
+    def load_model(self, entry) -> None:
+        """Load the model files of ``entry`` (checked against their SHA-256); set ``backend_name``."""
+        raise NotImplementedError
+
+    def batch_functions(self) -> dict[str, Any]:
+        """``collate`` / ``split`` for the batcher when payloads are not (k, ...) arrays."""
+        return {}
+
+    def warm_up(self) -> None:
+        raise NotImplementedError
+
+    def run(self, batch: Any) -> Any:
+        """The model call (on the batcher's thread, one at a time)."""
+        raise NotImplementedError
+
+    def prepare(self, route: Route, inputs: list[Upload] | str, options: Options, budget: Budget) -> Prepared:
+        raise NotImplementedError
+
+    def finish(self, route: Route, prepared: Prepared, out: Any, options: Options) -> dict[str, Any]:
+        """The response's task fields (the base adds ``model``, ``backend`` and ``elapsed_ms``)."""
+        raise NotImplementedError
+
+    # The pipeline -------------------------------------------------------------------------------------------
+
+    async def handle(self, route: Route, request: Request) -> Response:
+        start = time.perf_counter()
+        try:
+            reservation = self.batcher.admit()
+        except Overloaded as e:
+            return self._overloaded(e)
+        loop = asyncio.get_running_loop()
+        try:
+            inputs, fields = await self.parse(route, request)
+            options = parse_options(route.options, request.query_params, fields)
+            budget = Budget(self.args.max_request_pixels, self.budget_unit)
+            prepare = _noop_prepare if route is NOOP else self.prepare
+            prepared = await loop.run_in_executor(self.pool, prepare, route, inputs, options, budget)
+            del inputs  # the uploads' bytes are not needed past decoding
+            prepared.started = start
+            if prepared.size > 1:  # a batch request: admitted again at its real size
+                self.batcher.release(reservation)
+                reservation = None
+                reservation = self.batcher.admit(prepared.size, prepared.cost)
+            out = None  # a request answered without the model (a palette by k-medians) skips the batcher
+            if prepared.x is not None:
+                out = await self.batcher(prepared.x, prepared.size, prepared.cost, reserved=reservation)
+                reservation = None
+            body = await loop.run_in_executor(self.pool, self._finish, route, prepared, out, options, start)
+        except InputError as e:
+            rejected(self.task, e.status)
+            return error_response(e)
+        except Overloaded as e:
+            return self._overloaded(e)
+        except Exception:  # the model or the task's code failed: a 500 that says so; the log says why
+            log.exception("%s: request failed", self.task)
+            return JSONResponse({"error": MODEL_FAILED}, status_code=500)
+        finally:
+            self.batcher.release(reservation)
+        return Response(body, media_type="application/json")
+
+    def _finish(self, route: Route, prepared: Prepared, out: Any, options: Options, start: float) -> bytes:
+        fields = {} if route is NOOP else self.finish(route, prepared, out, options)
+        elapsed = round((time.perf_counter() - start) * 1000, 3)
+        return route.response(**fields, model=self.tag, backend=self.backend_name, elapsed_ms=elapsed).model_dump_json()
+
+    def _overloaded(self, e: Overloaded) -> Response:
+        overloaded(self.task)
+        return JSONResponse({"error": str(e)}, status_code=503, headers={"Retry-After": str(e.retry_after)})
+
+    async def parse(self, route: Route, request: Request) -> tuple[list[Upload] | str, dict[str, Any]]:
+        """The payload and the option fields of the body."""
+        payload = route.payload
+        if isinstance(payload, Text):
+            return await parse_text(request, payload.field, self.max_text_bytes())
+        max_files = self.max_files() if payload.many else 1
+        return await parse_uploads(request, self.body_limit, payload.field, payload.many, max_files, payload.raw_types)
+
+    def max_files(self) -> int:
+        return 1
+
+    def max_text_bytes(self) -> int:
+        return self.body_limit
+
+    def shutdown(self) -> None:
+        if self.ready:
+            self.batcher.close()
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def parse_text(request: Request, field_name: str, limit: int) -> tuple[str, dict[str, Any]]:
+    """The text of a ``text/plain`` body, or of field ``field_name`` of a JSON object (other fields: options)."""
+    import json
+
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype not in ("text/plain", "application/json"):
+        raise InputError(f"unsupported content type {ctype or '(none)'!r}: send text/plain or application/json", 415)
+    body = await read_body(request, limit)
+    try:
+        decoded = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"the body is not valid UTF-8 (byte {e.start})", 400) from e
+    if ctype == "text/plain":
+        return decoded, {}
+    try:
+        doc = json.loads(decoded)
+    except json.JSONDecodeError as e:
+        raise InputError(f"invalid JSON body: {e}", 400) from e
+    if not isinstance(doc, dict) or not isinstance(doc.get(field_name), str):
+        raise InputError(f"JSON body must be an object with a string {field_name!r} field", 400)
+    return doc.pop(field_name), doc
+
+
+def parse_options(model: type[Options], query, fields: dict[str, Any]) -> Options:
+    """The route's options from the query string and the body's other fields (the body wins), validated by the
+    same model the OpenAPI page documents; 422 naming each bad or unknown option."""
+    values: dict[str, Any] = {}
+    for key in query:
+        if len(query.getlist(key)) > 1:
+            raise InputError(f"option {key!r} given more than once", 422)
+        values[key] = query[key]
+    values.update(fields)
+    try:
+        return model.model_validate(values)
+    except ValidationError as e:
+        known = ", ".join(model.model_fields) or "none"
+        parts = []
+        for err in e.errors():
+            where = ".".join(str(p) for p in err.get("loc", ())) or "options"
+            msg = f"unknown option (this route takes: {known})" if err["type"] == "extra_forbidden" else err["msg"]
+            parts.append(f"{where}: {msg}")
+        raise InputError("; ".join(parts), 422) from None
+
+
+class NoopResponse(BaseModel):
+    model: str
+    backend: str
+    elapsed_ms: float
+
+
+NOOP = Route("/noop", "The request pipeline alone: no decoding, no model (benchmarks)", Text(), NoOptions, NoopResponse)
+
+
+def _noop_prepare(_route: Route, _inputs: object, _options: Options, _budget: Budget) -> Prepared:
+    return Prepared(None, size=0)
+
+
+# --- the app and the BentoML service ------------------------------------------------------------------------
+
+
+def openapi_for(route: Route) -> dict[str, Any]:
+    """The route's query parameters and request bodies, from its payload and options declarations."""
+    schema = route.options.model_json_schema()
+    props: dict[str, Any] = schema.get("properties", {})
+    parameters = [
+        {"name": name, "in": "query", "required": False, "schema": prop, "description": prop.get("description", "")}
+        for name, prop in props.items()
+    ]
+    payload = route.payload
+    binary = {"type": "string", "format": "binary"}
+    if isinstance(payload, Text):
+        text = {"type": "string", "description": "UTF-8 text"}
+        content = {
+            "text/plain": {"schema": text},
+            "application/json": {
+                "schema": {"type": "object", "required": [payload.field], "properties": {payload.field: text, **props}}
+            },
+        }
+    else:
+        b64 = {"type": "string", "description": f"base64 {payload.description}"}
+        many = payload.many
+        content = {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [payload.field],
+                    "properties": {payload.field: {"type": "array", "items": binary} if many else binary, **props},
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": [payload.field],
+                    "properties": {payload.field: {"type": "array", "items": b64} if many else b64, **props},
+                }
+            },
+        }
+        if not many:
+            for ctype in payload.raw_types:
+                content[ctype + "*" if ctype.endswith("/") else ctype] = {"schema": binary}
+    return {"parameters": parameters, "requestBody": {"required": True, "content": content}}
+
+
+OVERLOAD_RESPONSE = {503: {"model": ERROR_RESPONSES[400]["model"], "description": "At capacity or not ready yet"}}
+
+
+def make_app(title: str, description: str, routes: tuple[Route, ...], current: Callable[[], Any] | None = None):
+    """The task's FastAPI app: each route hands the request to the pipeline of ``current()``, the running service
+    (default: BentoML's current service; tests pass their own)."""
+    from fastapi import FastAPI
+
+    from services.http import install_error_handlers
+
+    if current is None:
+        import bentoml
+
+        current = bentoml.get_current_service
+    app = FastAPI(title=title, description=description)
+    install_error_handlers(app, current)
+    for route in routes:
+
+        async def endpoint(request: Request, route: Route = route) -> Response:
+            return await current().handle(route, request)
+
+        endpoint.__signature__ = _request_only  # FastAPI must see no parameter of its own to parse
+        app.add_api_route(
+            route.path,
+            endpoint,
+            methods=["POST"],
+            name=route.name,
+            summary=route.summary,
+            response_model=route.response,
+            responses={**ERROR_RESPONSES, **OVERLOAD_RESPONSE},
+            openapi_extra=openapi_for(route),
+        )
+    return app
+
+
+def _request_only_signature():
+    import inspect
+
+    return inspect.Signature(
+        [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request)]
+    )
+
+
+_request_only = _request_only_signature()
+
+
+def make_service(cls: type[TaskService], name: str, description: str, args: CommonArgs, **attrs: Any):
+    """The BentoML service of task ``name``: its own class (``Name``), routes under ``/v1/<name>``, the model it
+    serves declared (so ``bentoml build`` packages it), readiness, and optional API keys."""
+    import bentoml
+
+    from services.security import ApiKeyMiddleware
+
+    tag = args.model_tag or f"{name}:latest"
+    sub = type(
+        name.capitalize(),
+        (cls,),
+        {
+            "__doc__": description,
+            "__module__": cls.__module__,
+            "task": name,
+            "args": args,
+            "model_tag": tag,
+            "model_ref": bentoml.models.BentoModel(tag),
+            "shutdown": bentoml.on_shutdown(lambda self: TaskService.shutdown(self)),
+            **attrs,
+        },
+    )
+    app = make_app(name, description, cls.routes + ((NOOP,) if args.noop_route else ()))
+    endpoints = {"livez": "/livez", "readyz": "/readyz"}
+    svc = bentoml.service(name=name, traffic={"timeout": args.timeout_s}, workers=1, endpoints=endpoints)(
+        bentoml.asgi_app(app, path=f"/v1/{name}")(sub)
+    )
+    svc.add_asgi_middleware(ApiKeyMiddleware)  # optional API keys (services/security.py)
+    return svc

@@ -1,0 +1,219 @@
+"""The request pipeline every service runs (services/pipeline.py), tested once, in process: an ASGI transport and a
+fake model, so limits, options, admission, concurrency and error mapping are checked without starting a server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+
+import httpx
+import numpy as np
+import pytest
+from pydantic import BaseModel, Field
+
+from services.pipeline import CommonArgs, Files, Options, Prepared, Route, TaskService, make_app
+from tasks.images import ImageLimits, decode_image
+from tests.conftest import png_bytes
+
+
+class FakeOptions(Options):
+    scale: int = Field(1, ge=1, le=10, description="multiplies the answer")
+    label: bool = Field(False, description="add a label")
+
+
+class FakeResponse(BaseModel):
+    values: list[float]
+    label: str | None = None
+    model: str
+    backend: str
+    elapsed_ms: float
+
+
+ONE = Route("/one", "one image", Files("image"), FakeOptions, FakeResponse)
+MANY = Route("/many", "many images", Files("images", many=True), FakeOptions, FakeResponse)
+
+
+class FakeArgs(CommonArgs):
+    max_images: int = 8
+
+
+class Fake(TaskService):
+    """A model whose answer for an image is its mean pixel value: each request can tell whether it got its own."""
+
+    task = "fake"
+    routes = (ONE, MANY)
+
+    def __init__(self, delay_s: float = 0.0, fail: bool = False, **args: object) -> None:
+        self.args = FakeArgs(**args)
+        self.delay_s, self.fail, self.calls = delay_s, fail, []
+        self.body_limit = int(self.args.max_body_mb * 1024 * 1024)
+        self.tag, self.backend_name, self.threads = "fake:1", "fake/cpu", 2
+        self.start_pipeline()
+        self.ready = True
+
+    def warm_up(self) -> None:
+        pass
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        self.calls.append(len(x))
+        time.sleep(self.delay_s)
+        if self.fail:
+            raise RuntimeError("the fake model failed")
+        return x.reshape(len(x), -1).mean(1)
+
+    def max_files(self) -> int:
+        return self.args.max_images
+
+    def prepare(self, route, inputs, options: FakeOptions, budget) -> Prepared:
+        images = [np.asarray(decode_image(u.data, ImageLimits(min_side=2), budget=budget)) for u in inputs]
+        x = np.stack([im[:2, :2].astype(np.float32) for im in images])
+        return Prepared(x, len(x))
+
+    def finish(self, route, prepared, out, options: FakeOptions) -> dict:
+        return {"values": [float(v) * options.scale for v in out], "label": "yes" if options.label else None}
+
+
+def client_for(service: Fake) -> httpx.AsyncClient:
+    app = make_app("fake", "a fake task", (ONE, MANY), current=lambda: service)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test", timeout=30)
+
+
+def flat(value: int, size: int = 8) -> bytes:
+    return png_bytes(np.full((size, size, 3), value, np.uint8))
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_concurrent_requests_each_get_their_own_answer():
+    service = Fake(delay_s=0.005)
+
+    async def main():
+        async with client_for(service) as c:
+            sends = [c.post("/one", files={"image": ("a.png", flat(v))}) for v in range(40)]
+            return await asyncio.gather(*sends)
+
+    answers = run(main())
+    assert [r.status_code for r in answers] == [200] * 40
+    assert [r.json()["values"] for r in answers] == [[float(v)] for v in range(40)]
+    assert max(service.calls) > 1  # they did share model calls
+    assert all(r.json()["model"] == "fake:1" for r in answers)
+
+
+def test_options_come_from_the_query_or_the_body_and_are_checked():
+    service = Fake()
+
+    async def main():
+        async with client_for(service) as c:
+            image = base64.b64encode(flat(3)).decode()
+            query = await c.post("/one?scale=2&label=true", files={"image": ("a.png", flat(3))})
+            body = await c.post("/one?scale=2", json={"image": image, "scale": 5})
+            form = await c.post("/one", files={"image": ("a.png", flat(3))}, data={"scale": "4"})
+            unknown = await c.post("/one?scael=2", files={"image": ("a.png", flat(3))})
+            bad = await c.post("/one", json={"image": image, "scale": 11})
+            typed = await c.post("/one", json={"image": image, "label": "maybe"})
+            return query, body, form, unknown, bad, typed
+
+    query, body, form, unknown, bad, typed = run(main())
+    assert query.json()["values"] == [6.0] and query.json()["label"] == "yes"
+    assert body.json()["values"] == [15.0]  # the body wins over the query
+    assert form.json()["values"] == [12.0]
+    assert unknown.status_code == 422 and "scael" in unknown.json()["error"] and "scale" in unknown.json()["error"]
+    assert bad.status_code == 422 and "scale" in bad.json()["error"]
+    assert typed.status_code == 422 and "label" in typed.json()["error"]
+
+
+def test_the_openapi_page_documents_what_the_parser_accepts():
+    app = make_app("fake", "a fake task", (ONE, MANY), current=lambda: None)
+    spec = app.openapi()
+    for route in (ONE, MANY):
+        op = spec["paths"][route.path]["post"]
+        assert {p["name"] for p in op["parameters"]} == set(FakeOptions.model_fields)
+        for ctype in ("multipart/form-data", "application/json"):
+            props = op["requestBody"]["content"][ctype]["schema"]["properties"]
+            assert set(props) == {route.payload.field, *FakeOptions.model_fields}
+        scale = next(p for p in op["parameters"] if p["name"] == "scale")["schema"]
+        assert (scale["minimum"], scale["maximum"], scale["default"]) == (1, 10, 1)
+        assert "503" in op["responses"] and "413" in op["responses"]
+    assert "image/png" in spec["paths"]["/one"]["post"]["requestBody"]["content"]
+
+
+def test_body_limits_files_and_the_decoded_budget():
+    service = Fake(max_body_mb=0.05, max_images=3, max_request_pixels=150)
+
+    async def main():
+        async with client_for(service) as c:
+            big = await c.post("/one", content=b"x" * 60_000, headers={"content-type": "image/png"})
+            files = [("images", (f"{i}.png", flat(i))) for i in range(4)]
+            many = await c.post("/many", files=files)
+            budget = await c.post("/many", files=[("images", (f"{i}.png", flat(i))) for i in range(3)])  # 3 x 64 px
+            ok = await c.post("/many", files=[("images", (f"{i}.png", flat(i))) for i in range(3)][:2])
+            ctype = await c.post("/one", content=b"{}", headers={"content-type": "text/csv"})
+            broken = await c.post("/one", content=b"--x\r\nnot a form", headers={"content-type": "multipart/form-data"})
+            return big, many, budget, ok, ctype, broken
+
+    big, many, budget, ok, ctype, broken = run(main())
+    assert big.status_code == 413 and "limit" in big.json()["error"]
+    assert many.status_code == 413 and "3" in many.json()["error"]
+    assert budget.status_code == 413 and "max_request_pixels" in budget.json()["error"], budget.text
+    assert ok.status_code == 200 and ok.json()["values"] == [0.0, 1.0]
+    assert ctype.status_code == 415 and broken.status_code == 400
+
+
+def test_a_failing_model_answers_500_with_a_message_and_the_service_goes_on():
+    service = Fake(fail=True)
+
+    async def main():
+        async with client_for(service) as c:
+            failed = await c.post("/one", files={"image": ("a.png", flat(1))})
+            service.fail = False
+            ok = await c.post("/one", files={"image": ("a.png", flat(1))})
+            return failed, ok
+
+    failed, ok = run(main())
+    assert failed.status_code == 500 and "error" in failed.json()
+    assert "fake model failed" not in failed.text  # internals stay in the server log
+    assert ok.status_code == 200
+
+
+def test_past_the_latency_budget_requests_get_503_at_once_and_the_admitted_ones_succeed():
+    """A model call of 40 ms one item at a time, a budget of 0.2 s: at 60 concurrent requests (~12x what the
+    budget holds) the excess is refused within 100 ms with Retry-After, and every admitted request succeeds."""
+    service = Fake(delay_s=0.04, max_batch_size=1, latency_budget_s=0.2)
+
+    async def one(c: httpx.AsyncClient) -> tuple[int, float, str | None]:
+        start = time.perf_counter()
+        r = await c.post("/one", files={"image": ("a.png", flat(7))})
+        return r.status_code, time.perf_counter() - start, r.headers.get("retry-after")
+
+    async def main():
+        async with client_for(service) as c:
+            await one(c)  # the model's call time is learnt from its first call
+            return await asyncio.gather(*(one(c) for _ in range(60)))
+
+    results = run(main())
+    statuses = [s for s, _, _ in results]
+    assert set(statuses) <= {200, 503} and statuses.count(200) >= 4 and statuses.count(503) >= 30, statuses
+    refused = [(t, ra) for s, t, ra in results if s == 503]
+    assert all(t < 0.1 for t, _ in refused), max(t for t, _ in refused)
+    assert all(ra is not None and int(ra) >= 1 for _, ra in refused)
+    # about as many admitted as the budget holds (0.2 s / 40 ms = 5, give or take the call in progress), and
+    # those finish about within it (generously: other processes share this machine's cores)
+    assert statuses.count(200) <= 12
+    served = sorted(t for s, t, _ in results if s == 200)
+    assert served[len(served) // 2] < 0.5 and served[-1] < 1.0
+
+
+@pytest.mark.parametrize("budget_s", [0.5])
+def test_admission_never_refuses_what_the_budget_can_hold(budget_s):
+    """Eight concurrent requests on a model of 10 ms a call fit in a budget of 0.5 s: none is refused."""
+    service = Fake(delay_s=0.01, max_batch_size=1, latency_budget_s=budget_s)
+
+    async def main():
+        async with client_for(service) as c:
+            await c.post("/one", files={"image": ("a.png", flat(1))})
+            return await asyncio.gather(*(c.post("/one", files={"image": ("a.png", flat(1))}) for _ in range(8)))
+
+    assert [r.status_code for r in run(main())] == [200] * 8
