@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 from tasks import TASKS, get_task
+from tasks.kinds import kind_of
+from tasks.spec import resolve
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -30,8 +32,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
-    from benchmarks import detector, image_classifier, palette, tagger
-    from benchmarks.harness import service_rows
     from benchmarks.report import write
     from tasks.store import get_entry
 
@@ -42,38 +42,17 @@ def main(argv: list[str] | None = None) -> int:
             print("error: --device cuda, but torch sees no CUDA GPU on this host", file=sys.stderr)
             return 3
     spec = get_task(args.task)
-    speech = spec.kind == "speech"
-    bench = {"detection": detector, "token-tagging": tagger, "palette": palette}.get(spec.kind, image_classifier)
+    kind = kind_of(spec)
     try:
         entry = get_entry(args.tag or f"{args.task}:latest")
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    concurrencies = [int(c) for c in (args.concurrency or ("1,4" if speech else "1,8,32")).split(",")]
-    requests = args.requests or (48 if speech else 400)
+    concurrencies = [int(c) for c in (args.concurrency or kind.bench_concurrency).split(",")]
+    requests = args.requests or kind.bench_requests
     model_arg = {} if args.tag is None else {"model_tag": args.tag}
-    if speech:
-        from benchmarks import speech as bench
-
-        clips, refs = bench.sample_clips(spec, args.clips)
-        rows = bench.floor_rows(spec, entry, clips, refs, args.device)
-        rows += bench.service_rows(spec, clips, refs, args.device, concurrencies, requests, model_arg)
-        notes = [f"model {entry.tag}", *bench.summary(rows, args.device)]
-        path = write(args.task, args.device, rows, args.out, notes)
-        print("\n".join(notes))
-        print(f"wrote {path} and {path.with_suffix('.md')}")
-        return 0
-    if spec.kind == "token-tagging":
-        payloads, content_type = bench.sample_texts(spec), bench.CONTENT_TYPE
-    elif spec.kind == "palette":
-        payloads, content_type = bench.sample_images(spec), bench.CONTENT_TYPE
-    else:
-        payloads, content_type = bench.sample_images(spec), None
-    rows = bench.floor_rows(spec, entry, payloads, args.device, args.seconds)
-    rows += service_rows(
-        args.task, bench.ROUTE, payloads, args.device, concurrencies, requests, model_arg, content_type
-    )
-    notes = [f"model {entry.tag}", *bench.summary(rows, concurrencies)]
+    rows, summary = resolve(kind.benchmark_run)(kind, spec, entry, args, concurrencies, requests, model_arg)
+    notes = [f"model {entry.tag}", *summary]
     path = write(args.task, args.device, rows, args.out, notes)
     print("\n".join(notes))
     print(f"wrote {path} and {path.with_suffix('.md')}")

@@ -20,34 +20,18 @@ from benchmarks.load import multipart_request, raw_request, run_load
 from benchmarks.report import row, write
 from benchmarks.server import start_server, stop_server
 from tasks import TASKS, get_task
+from tasks.kinds import kind_of
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROUNDS = 4
 
 
 def payloads(task: str) -> tuple[str, list[bytes], str | None, str]:
-    """(route, bodies, multipart field or None for raw bodies, content type) as a client sends them."""
+    """(route, bodies, multipart field or None for raw bodies, content type) as a client sends them: the task's
+    kind's sample (``tasks.kinds``)."""
     spec = get_task(task)
-    if spec.kind == "image-classification":
-        from benchmarks.image_classifier import sample_images
-
-        return "classify", sample_images(spec, 16), "image", "image/png"
-    if spec.kind == "detection":
-        from benchmarks.detector import sample_images
-
-        return "detect", sample_images(spec, 8), "image", "image/png"
-    if spec.kind == "speech":
-        from benchmarks.speech import sample_clips, wav_bytes
-
-        clips, _ = sample_clips(spec, 4)
-        return "transcribe", [wav_bytes(c, spec.sample_rate) for c in clips], None, "audio/wav"
-    if spec.kind == "token-tagging":
-        from benchmarks.tagger import CONTENT_TYPE, sample_texts
-
-        return "extract", sample_texts(spec, 16), None, CONTENT_TYPE
-    from benchmarks.palette import CONTENT_TYPE, sample_images
-
-    return "extract", sample_images(spec), None, CONTENT_TYPE
+    sample = kind_of(spec).sample
+    return sample.route, sample.make(spec, sample.gateway_n), sample.field, sample.content_type
 
 
 def requests_for(url: str, task: str, route: str, bodies: list[bytes], field: str | None, ctype: str) -> list[bytes]:
@@ -104,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                 (Path(own) / "models").symlink_to(home / "models")
                 direct, url, _ = start_server(task, {}, env={"BENTOML_HOME": own}, log_dir=Path(own))
                 try:
-                    requests = args.requests // 10 if task == "asr" else args.requests
+                    requests = args.requests // kind_of(get_task(task)).sample.request_divisor
                     new = compare(task, url, gw_url, concurrencies, requests)
                 finally:
                     stop_server(direct)

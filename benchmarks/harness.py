@@ -85,7 +85,7 @@ def noop_rows(host: str, port: int, task: str, concurrencies: list[int], request
         asyncio.run(run_load(host, port, reqs, c, max(20, 2 * c)))
         total = max(requests, 10 * c)
         res = asyncio.run(run_load(host, port, reqs, c, total))
-        rows.append(row("service", "noop", 1, c, res.latencies_s, total / res.wall_s, res.errors, input="none"))
+        rows.append(row("noop", "pipeline", 1, c, res.latencies_s, total / res.wall_s, res.errors, input="none"))
         print(f"service noop           c={c:2d} p50 {rows[-1]['p50_ms']:8.2f} ms errors {res.errors}")
     return rows
 
@@ -108,7 +108,7 @@ def serving_cost(rows: list[dict], floor_bytes: dict) -> str:
     """The line that tells the serving path's own share at concurrency 1: service minus in-process from the same
     bytes, next to the no-op route through the same server and pipeline."""
     s1 = find(rows, path="service", concurrency=1, batching=True)
-    noop = next((r for r in rows if r["backend"] == "noop" and r["concurrency"] == 1), None)
+    noop = next((r for r in rows if r["path"] == "noop" and r["concurrency"] == 1), None)
     line = f"service p50 - in-process p50 from bytes, concurrency 1: {s1['p50_ms'] - floor_bytes['p50_ms']:.2f} ms"
     return line + (
         f"; the no-op route (same server and pipeline, no decoding, no model): {noop['p50_ms']:.2f} ms" if noop else ""

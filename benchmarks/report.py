@@ -2,7 +2,7 @@
 
 ``{"task", "device", "commit", "date", "host", "rows": [{"path", "backend", "batch", "concurrency", "p50_ms",
 "p95_ms", "p99_ms", "throughput_per_s", "errors", ...}]}``; ``path`` is ``floor`` (model alone, in process) or
-``service`` (over HTTP).
+``service`` (over HTTP) or ``noop`` (the no-op route: the same server and pipeline, no decoding, no model).
 """
 
 from __future__ import annotations

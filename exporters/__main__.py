@@ -9,163 +9,24 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-from pathlib import Path
-
-import numpy as np
 
 from tasks import TASKS, get_task
+from tasks.kinds import export_formats, kind_of
+from tasks.spec import resolve
 
-FORMATS = ("onnx", "tensorrt", "ct2")
+FORMATS = export_formats()  # ("onnx", "tensorrt", "ct2"): each kind says which of them it exports to
 
 
 def export(task: str, fmt: str, tag: str | None = None, images: str | None = None, n: int = 32) -> dict:
     """Export ``tag`` (default ``<task>:latest``) to ``fmt``; returns the parity report recorded in the entry."""
-    from exporters import onnx as onnx_export
-    from exporters.validate import model_inputs, validation_images
-    from tasks.classifier import from_checkpoint
-    from tasks.store import get_entry, record, sha256_file, verified_file
+    from tasks.store import get_entry
 
     spec = get_task(task)
+    kind = kind_of(spec)
     entry = get_entry(tag or f"{task}:latest")
-    meta = entry.info.metadata
-    if (spec.kind == "speech") != (fmt == "ct2"):
-        raise ValueError(f"{task} exports to {spec.export_format}, not {fmt}")
-    if spec.kind == "speech":
-        from exporters.whisper import export_speech
-
-        return export_speech(spec, entry, n)
-    if spec.kind == "detection":
-        return export_detector(spec, entry, fmt, n)
-    if spec.kind == "token-tagging":
-        return export_tagger(spec, entry, fmt, n)
-    if spec.kind == "palette":
-        return export_palette(spec, entry, fmt, n)
-    model = from_checkpoint(verified_file(entry, "model.pt"))
-    x = model_inputs(spec, meta, validation_images(spec, images, n, seed=meta["config"]["test_seed"] + 1))
-    onnx_path = Path(entry.path) / "model.onnx"
-
-    if fmt == "onnx":
-        onnx_export.export_onnx(model, spec, meta, str(entry.tag), onnx_path)
-        try:
-            report = onnx_export.validate_onnx(model, onnx_path, x, spec.export_atol)
-        except Exception:
-            onnx_path.unlink(missing_ok=True)
-            raise
-        report.update(file="model.onnx", opset=onnx_export.OPSET)
-        record(entry, "export_onnx", report, files={"model.onnx": sha256_file(onnx_path)})
-        return report
-
-    if fmt == "tensorrt":
-        from exporters import tensorrt
-
-        tensorrt.require_tensorrt()  # fail before any work when TensorRT or the GPU is missing
-        if "model.onnx" not in meta.get("files", {}):
-            export(task, "onnx", str(entry.tag), images, n)
-            entry = get_entry(str(entry.tag))
-        engine = Path(entry.path) / "model.plan"
-        tensorrt.build_engine(verified_file(entry, "model.onnx"), engine, meta["input_size"])
-        try:
-            report = tensorrt.validate_engine(model, engine, x, spec.export_atol_fp16)
-        except Exception:
-            engine.unlink(missing_ok=True)
-            raise
-        report.update(file="model.plan", precision="fp16")
-        record(entry, "export_tensorrt", report, files={"model.plan": sha256_file(engine)})
-        return report
-    raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-
-
-def export_detector(spec, entry, fmt: str, n: int) -> dict:
-    """YOLO detectors: ONNX through ultralytics; TensorRT from that ONNX. Both validated against PyTorch with
-    our own letterbox and NMS on held-out synthetic and real healthy slices."""
-    from exporters import yolo
-    from tasks.store import record, sha256_file, verified_file
-    from training.detector import offline_ultralytics
-
-    if fmt == "tensorrt":
-        from exporters import tensorrt
-
-        tensorrt.require_tensorrt()  # fail before any work when TensorRT or the GPU is missing
-    meta = entry.info.metadata
-    weights = verified_file(entry, "model.pt")
-    with tempfile.TemporaryDirectory() as tmp:
-        offline_ultralytics(Path(tmp))
-        slices = yolo.validation_slices(spec, n, meta["config"]["test_seed"] + 1)
-        if fmt == "onnx":
-            out = Path(entry.path) / "model.onnx"
-            yolo.export_onnx(weights, spec, meta, str(entry.tag), out)
-            run, atol, extra = yolo.onnx_runner(out), spec.export_atol, {"opset": yolo.OPSET}
-        else:
-            if "model.onnx" not in meta.get("files", {}):
-                export_detector(spec, entry, "onnx", n)
-            out = Path(entry.path) / "model.plan"
-            tensorrt.build_engine(verified_file(entry, "model.onnx"), out, meta["input_size"])
-            run, atol, extra = tensorrt.TensorRTRunner(out), spec.export_atol_fp16, {"precision": "fp16"}
-        try:
-            report = yolo.validate(weights, run, spec, meta, slices, atol)
-        except Exception:
-            out.unlink(missing_ok=True)
-            raise
-    report.update(file=out.name, **extra)
-    record(entry, f"export_{fmt}", report, files={out.name: sha256_file(out)})
-    return report
-
-
-def export_tagger(spec, entry, fmt: str, n: int) -> dict:
-    """Token taggers: ONNX with softmax in the graph, checked on the windows of ``n`` held-out documents."""
-    from transformers import AutoModelForTokenClassification, AutoTokenizer
-
-    from exporters import tagger
-    from tasks.spec import resolve
-    from tasks.store import record, sha256_file
-
-    if fmt != "onnx":
-        raise ValueError(f"{spec.name} exports to onnx only")
-    model = AutoModelForTokenClassification.from_pretrained(str(entry.path)).eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(entry.path))
-    docs = resolve(spec.synthetic)(n, seed=entry.info.metadata["config"]["test_seed"] + 1, held_out=True)
-    out = Path(entry.path) / "model.onnx"
-    tagger.export_onnx(model, spec, str(entry.tag), out)
-    try:
-        report = tagger.validate(model, out, tokenizer, [d.text for d in docs], spec, spec.export_atol)
-    except Exception:
-        out.unlink(missing_ok=True)
-        raise
-    report.update(file="model.onnx", opset=tagger.OPSET, n_docs=len(docs))
-    record(entry, "export_onnx", report, files={"model.onnx": sha256_file(out)})
-    return report
-
-
-def export_palette(spec, entry, fmt: str, n: int) -> dict:
-    """The palette generator: ONNX, checked on the held-out photos (whole and in quadrants) and ``n`` held-out
-    synthetic images."""
-    from PIL import Image
-
-    from exporters import palette as palette_export
-    from exporters.onnx import OPSET
-    from tasks import palette
-    from tasks.spec import resolve
-    from tasks.store import record, sha256_file, verified_file
-    from training.datasets.swatches import held_out_photos
-    from training.palette import from_checkpoint
-
-    if fmt != "onnx":
-        raise ValueError(f"{spec.name} exports to onnx only")
-    model = from_checkpoint(verified_file(entry, "model.pt"))
-    synthetic, _ = resolve(spec.synthetic)(n, seed=entry.info.metadata["config"]["test_seed"] + 1)
-    images = [im for _, im in held_out_photos()] + [Image.fromarray(a) for a in synthetic]
-    x = np.stack([palette.generator_input(palette.thumbnail(im, spec.thumbnail), spec) for im in images])
-    out = Path(entry.path) / "model.onnx"
-    palette_export.export_onnx(model, spec, str(entry.tag), out)
-    try:
-        report = palette_export.validate(model, out, x, spec.export_atol)
-    except Exception:
-        out.unlink(missing_ok=True)
-        raise
-    report.update(file="model.onnx", opset=OPSET)
-    record(entry, "export_onnx", report, files={"model.onnx": sha256_file(out)})
-    return report
+    if fmt not in kind.exporters:
+        raise ValueError(f"{task} exports to {' or '.join(kind.exporters)}, not {fmt}")
+    return resolve(kind.exporters[fmt])(spec, entry, n, images)
 
 
 def main(argv: list[str] | None = None) -> int:

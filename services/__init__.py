@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-# Tasks of these kinds share one service module (a task is configuration); every other task has its own module.
-SHARED_MODULES = {"image-classification": "image_classifier"}
-
 
 def target(task: str) -> str:
-    """The import string of ``task``'s service, as ``bentoml serve`` takes it: ``services.<module>:<Task>``."""
+    """The import string of ``task``'s service, as ``bentoml serve`` takes it: ``<kind's module>:<Task>`` (the
+    kind's module serves every task of that kind, :mod:`tasks.kinds`)."""
     from tasks import get_task
+    from tasks.kinds import kind_of
 
-    return f"services.{SHARED_MODULES.get(get_task(task).kind, task)}:{task.capitalize()}"
+    return kind_of(get_task(task)).service_target(task)
 
 
 def load(task: str):

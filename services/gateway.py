@@ -27,9 +27,11 @@ from starlette.responses import FileResponse
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from services import load
+from services import bentoml_private, load
 from services.security import ApiKeyMiddleware, load_auth_config
 from tasks import TASKS
+from tasks.kinds import kind_of
+from tasks.spec import resolve
 
 STATIC = Path(__file__).resolve().parent / "static"
 SERVICES = {task: load(task) for task in TASKS}  # every registered task's service
@@ -76,22 +78,18 @@ CLIENTS: dict[str, aiohttp.ClientSession] = {}
 
 def task_app(svc) -> tuple[FastAPI, str]:
     """The task's API app and the path BentoML mounts it at."""
-    return next((app, path.rstrip("/")) for app, path, _ in svc.mount_apps if isinstance(app, FastAPI))
+    return next(
+        (app, path.rstrip("/")) for app, path, _ in bentoml_private.mounted_apps(svc) if isinstance(app, FastAPI)
+    )
 
 
 def client_for(dep, svc) -> aiohttp.ClientSession:
     """An HTTP client for the address BentoML gave the task (``file://`` unix socket or ``tcp://``). aiohttp, as
     BentoML's own client: measured about a millisecond cheaper per request than httpx here."""
-    from _bentoml_impl.client import RemoteProxy  # what bentoml.depends gives when the task has its own processes
-
-    if not isinstance(dep, RemoteProxy):
-        raise RuntimeError("serve the gateway without --development: each task runs in its own processes")
+    url = bentoml_private.dependency_url(dep)  # fails under --development: each task runs in its own processes
     timeout = aiohttp.ClientTimeout(total=(svc.config.get("traffic", {}).get("timeout") or 60) * 1.01, connect=5)
-    url = dep.to_async.url
     if urlparse(url).scheme == "file":
-        from bentoml._internal.utils.uri import uri_to_path
-
-        connector = aiohttp.UnixConnector(path=uri_to_path(url), limit=256)
+        connector = aiohttp.UnixConnector(path=bentoml_private.uri_to_path(url), limit=256)
         base = "http://task"
     else:
         connector, base = aiohttp.TCPConnector(limit=256), url.replace("tcp://", "http://")
@@ -165,13 +163,11 @@ async def index() -> FileResponse:
 
 
 def listed(task: str) -> dict:
-    """What the web page needs of a task: image classifiers get their panel from their registry entry."""
-    spec, item = TASKS[task], {"name": task, "kind": TASKS[task].kind}
-    if spec.kind == "image-classification":
-        title = spec.title or task
-        item |= {"title": title, "heading": spec.heading or title, "labels": list(spec.labels)}
-        item["positive_label"] = spec.positive_label
-    return item
+    """What the web page needs of a task: its name and kind, and the panel its kind derives from its registry
+    entry (image classifiers: title, heading, labels)."""
+    spec = TASKS[task]
+    kind = kind_of(spec)
+    return {"name": task, "kind": kind.name, **(resolve(kind.panel)(spec) if kind.panel else {})}
 
 
 LISTED = {"tasks": [listed(task) for task in SELECTED]}
@@ -186,9 +182,7 @@ async def listed_tasks() -> dict:
 @app.get("/docs", include_in_schema=False)
 async def docs() -> FileResponse:
     """BentoML's own OpenAPI page (its assets ship with BentoML: no CDN), reading ``/docs.json``."""
-    import _bentoml_impl.server
-
-    return FileResponse(Path(_bentoml_impl.server.__file__).parent / "main-openapi.html")
+    return FileResponse(bentoml_private.openapi_page())
 
 
 class Dispatch:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from services.pipeline import CommonArgs, Files, Options, Prepared, Route, TaskService, make_service
 from tasks import TASKS
 from tasks.images import Budget, ImageLimits, InputError, decode_image, encode_png, normalize, resize
+from tasks.kinds import kind_of
 from tasks.spec import ImageClassifierSpec
 
 
@@ -175,7 +176,7 @@ class ImageClassifier(TaskService):
 
 # One module-level service per registered task of this kind (BentoML finds a service by its module variable).
 for _spec in TASKS.values():
-    if _spec.kind == "image-classification":
+    if kind_of(_spec).service == __name__:
         globals()[_spec.name.capitalize()] = make_service(
             ImageClassifier, _spec.name, _spec.description, ARGS, spec=_spec
         )

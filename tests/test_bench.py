@@ -37,6 +37,7 @@ def test_benchmark_writes_the_shared_schema(store, tmp_path):
     assert all(set(ROW_KEYS) <= set(row) for row in rows)
     floors = [r for r in rows if r["path"] == "floor"]
     services = [r for r in rows if r["path"] == "service"]
+    assert {r["concurrency"] for r in rows if r["path"] == "noop"} == {1, 4}  # the framework's share, apart
     assert {(r["backend"], r["batch"], r["input"]) for r in floors} == {
         (b, n, i) for b in ("onnxruntime/cpu", "pytorch/cpu") for n in (1, 32) for i in ("bytes", "tensor")
     }

@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from benchmarks.server import start_server, stop_server
+from services.bentoml_private import WORKER_MODULE
 from tests.conftest import png_bytes
 
 
@@ -55,7 +56,7 @@ def _worker_pids(proc) -> set[int]:
     pids = set()
     for p in psutil.Process(proc.pid).children(recursive=True):
         try:
-            if "_bentoml_impl.worker.service" in " ".join(p.cmdline()):
+            if WORKER_MODULE in " ".join(p.cmdline()):
                 pids.add(p.pid)
         except psutil.Error:  # exited (a zombie until reaped)
             pass

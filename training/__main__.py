@@ -13,6 +13,8 @@ import sys
 import typing
 
 from tasks import TASKS, get_task
+from tasks.kinds import kind_of
+from tasks.spec import resolve
 from training.config import TrainConfig, load_yaml, override, validate
 
 
@@ -51,22 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     spec = get_task(task)
-    if spec.kind == "detection":
-        from training.detector import train
-        from training.store import save_detector as save
-    elif spec.kind == "speech":
-        from training.asr import train
-        from training.store import save_speech as save
-    elif spec.kind == "token-tagging":
-        from training.store import save_tagger as save
-        from training.tagger import train
-    elif spec.kind == "palette":
-        from training.palette import train
-        from training.store import save_palette as save
-    else:
-        from training.classifier import train
-        from training.store import save_classifier as save
-
+    kind = kind_of(spec)
+    train, save = resolve(kind.trainer), resolve(kind.store_writer)
     try:
         result = train(spec, cfg)
     except (FileNotFoundError, ValueError) as e:  # data that cannot be read: say what and where
@@ -76,23 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         tag = save(spec, result, cfg)
     finally:
         result.cleanup()
-    keys = (
-        "n",
-        "accuracy",
-        "precision",
-        "recall",
-        "f1",
-        "roc_auc",
-        "map50",
-        "map50_95",
-        "zero_shot",
-        "fine_tuned",
-        "tagger",
-        "yake",
-        "keybert",
-        "photos",
-        "best_method",
-    )
+    keys = kind.reported_metrics
     print(json.dumps({"tag": tag, "test": {k: result.metrics[k] for k in keys if k in result.metrics}}, indent=2))
     return 0
 

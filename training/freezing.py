@@ -22,13 +22,15 @@ RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 def compare(argv: list[str]) -> dict:
     from tasks import get_task
-    from training.classifier import train
+    from tasks.kinds import IMAGE_CLASSIFICATION, kind_of
+    from tasks.spec import resolve
     from training.store import git_commit
 
     task, cfg = parse_args(argv)
     spec = get_task(task)
-    if spec.kind != "image-classification":
-        raise SystemExit(f"error: {task} is not an image-classification task")
+    if kind_of(spec) is not IMAGE_CLASSIFICATION:  # the study varies the classifier's feature-block freezing
+        raise SystemExit(f"error: {task} is not an {IMAGE_CLASSIFICATION.name} task")
+    train = resolve(IMAGE_CLASSIFICATION.trainer)
     rows = []
     for strategy in FREEZE_STRATEGIES:
         result = train(spec, replace(cfg, freeze=strategy))
