@@ -142,7 +142,7 @@ BIG = png_bytes((np.random.default_rng(0).random((900, 900, 3)) * 255).astype(np
         ({"params": {"method": "median-cut"}, "files": upload(GOOD)}, 422, "method"),
         ({"json": {"image": base64.b64encode(GOOD).decode(), "n_colors": "five"}}, 422, "n_colors"),
         ({"json": {"image": base64.b64encode(GOOD).decode(), "method": "gan"}}, 422, "method: Input should be"),
-        ({"json": {"image": base64.b64encode(GOOD).decode(), "swatch": "maybe"}}, 400, "swatch"),
+        ({"json": {"image": base64.b64encode(GOOD).decode(), "swatch": "maybe"}}, 422, "swatch"),
     ],
 )
 def test_bad_inputs_get_clear_4xx(client, kwargs, status, words):
