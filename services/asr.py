@@ -90,7 +90,6 @@ class Transcriber(TaskService):
     batch_limit = 1
     requires = ("ct2/",)
     export_hint = "ct2"
-    budget_unit = "samples"
 
     def load_model(self, entry) -> None:
         from tasks.audio import ffmpeg_path
@@ -136,9 +135,9 @@ class Transcriber(TaskService):
         ]
 
     def prepare(self, route: Route, inputs, options: TranscribeOptions, budget: Budget) -> Prepared:
-        """ffmpeg decodes to 16 kHz mono float32; silence skips the model."""
+        """ffmpeg decodes to 16 kHz mono float32, stopping past max_audio_s (the audio's budget); silence skips
+        the model."""
         audio = decode_audio(inputs[0].data, self.args.max_audio_s, TASK.sample_rate)
-        budget.charge(len(audio), "the audio")
         silent = len(audio) == 0 or float(np.abs(audio).max()) < SILENCE_PEAK
         seconds = len(audio) / TASK.sample_rate
         job = None if silent else (audio, options.word_timestamps)

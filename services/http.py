@@ -117,45 +117,50 @@ async def read_multipart(
     boundary = params.get(b"boundary")
     if not boundary:
         raise InputError("malformed multipart body: the content type has no boundary", 400)
-    parts: list[dict] = []
-    header: dict[str, bytearray] = {}
-
-    def on_part_begin() -> None:
-        parts.append({"headers": {}, "data": bytearray()})
+    files: list[Upload] = []  # the files in ``field``, each read straight into its own buffer
+    fields: dict[str, bytearray] = {}  # the other, short, text fields (options)
+    header = {"name": bytearray(), "value": bytearray(), "disposition": b""}
+    sink: list = [None, 0]  # where the current part's bytes go (None: a part no one reads), and their cap
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
-        header.setdefault("field", bytearray()).extend(data[start:end])
+        header["name"] += data[start:end]
 
     def on_header_value(data: bytes, start: int, end: int) -> None:
-        header.setdefault("value", bytearray()).extend(data[start:end])
+        header["value"] += data[start:end]
 
     def on_header_end() -> None:
-        name = bytes(header.pop("field", b"")).decode("latin-1").lower()
-        parts[-1]["headers"][name] = bytes(header.pop("value", b""))
+        if bytes(header["name"]).lower() == b"content-disposition":
+            header["disposition"] = bytes(header["value"])
+        header["name"], header["value"] = bytearray(), bytearray()
 
     def on_headers_finished() -> None:
-        part = parts[-1]
-        _, opts = parse_options_header(part["headers"].get("content-disposition", b""))
-        part["name"] = opts.get(b"name", b"").decode("utf-8", "replace")
-        filename = opts.get(b"filename")
-        part["filename"] = None if filename is None else filename.decode("utf-8", "replace")
-        if part["filename"] is not None and part["name"] == field:
-            count = sum(1 for p in parts if p.get("filename") is not None and p["name"] == field)
-            if not many and count > 1:
-                raise InputError(f"one file expected in {field!r}, got more: use the batch route", 400)
-            if count > max_files:
-                raise InputError(f"more than {max_files} files in one request; the limit is {max_files}", 413)
-        elif sum(1 for p in parts if p.get("filename") is None) > MAX_FORM_FIELDS:
-            raise InputError(f"more than {MAX_FORM_FIELDS} form fields", 400)
+        _, opts = parse_options_header(header["disposition"])
+        header["disposition"] = b""
+        name, filename = opts.get(b"name", b"").decode("utf-8", "replace"), opts.get(b"filename")
+        if filename is not None:
+            sink[:] = [None, 0]  # a file in another field is skipped, not held
+            if name == field:
+                if not many and files:
+                    raise InputError(f"one file expected in {field!r}, got more: use the batch route", 400)
+                if len(files) >= max_files:
+                    raise InputError(f"more than {max_files} files in one request; the limit is {max_files}", 413)
+                files.append(Upload(bytearray(), filename.decode("utf-8", "replace") or None))
+                sink[:] = [files[-1].data, limit]
+        else:
+            if len(fields) >= MAX_FORM_FIELDS:
+                raise InputError(f"more than {MAX_FORM_FIELDS} form fields", 400)
+            if name in fields:
+                raise InputError(f"form field {name!r} given more than once", 422)
+            sink[:] = [fields.setdefault(name, bytearray()), MAX_FIELD_BYTES]
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
-        part = parts[-1]
-        part["data"].extend(data[start:end])
-        if part["filename"] is None and len(part["data"]) > MAX_FIELD_BYTES:
-            raise InputError(f"form field {part['name']!r} is longer than {MAX_FIELD_BYTES} bytes", 413)
+        buf, cap = sink
+        if buf is not None:
+            buf += data[start:end]
+            if len(buf) > cap:
+                raise InputError(f"a form field is longer than {cap} bytes", 413)
 
     callbacks = {
-        "on_part_begin": on_part_begin,
         "on_header_field": on_header_field,
         "on_header_value": on_header_value,
         "on_header_end": on_header_end,
@@ -178,17 +183,16 @@ async def read_multipart(
         raise
     except Exception as e:  # python-multipart raises its own types on broken boundaries
         raise InputError(f"malformed multipart body: {e}", 400) from e
-    files = [p for p in parts if p.get("filename") is not None and p["name"] == field]
     if not files:
         raise InputError(f"multipart body has no file in field {field!r}", 400)
     extra: dict[str, object] = {}
-    for p in parts:
-        if p.get("filename") is None and p.get("name") and p["name"] != field:
+    for name, value in fields.items():
+        if name and name != field:
             try:
-                extra[p["name"]] = p["data"].decode("utf-8")
+                extra[name] = value.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise InputError(f"form field {p['name']!r} is not UTF-8", 400) from e
-    return [Upload(p["data"], p["filename"] or None) for p in files], extra  # bytearrays: no copy
+                raise InputError(f"form field {name!r} is not UTF-8", 400) from e
+    return files, extra  # each file's bytearray as it was filled: no copy
 
 
 def install_error_handlers(app, current) -> None:

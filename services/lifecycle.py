@@ -40,12 +40,8 @@ class ModelService:
         return self.ready
 
     def set_body_limit(self, max_body_mb: float) -> None:
-        """``self.body_limit`` in bytes; multipart uploads stay in memory up to it (nothing a client sends is written
-        to disk)."""
-        from starlette.formparsers import MultiPartParser
-
+        """``self.body_limit`` in bytes (uploads stay in memory: nothing a client sends is written to disk)."""
         self.body_limit = int(max_body_mb * 1024 * 1024)
-        MultiPartParser.spool_max_size = self.body_limit
 
 
 NOT_READY = json.dumps({"error": "the service is not ready: its model is not loaded (the server log says why)"})

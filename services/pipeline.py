@@ -128,7 +128,6 @@ class TaskService(ModelService):
     requires: ClassVar[tuple[str, ...]] = ("model.onnx",)  # store files the service cannot run without
     export_hint: ClassVar[str] = "onnx"
     batch_limit: ClassVar[int] = 0  # most items per model call whatever max_batch_size says (0: no such limit)
-    budget_unit: ClassVar[str] = "pixels"
 
     def load(self) -> None:
         from services.backends import cpu_quota
@@ -201,14 +200,14 @@ class TaskService(ModelService):
         try:
             inputs, fields = await self.parse(route, request)
             options = parse_options(route.options, request.query_params, fields)
-            budget = Budget(self.args.max_request_pixels, self.budget_unit)
+            budget = Budget(self.args.max_request_pixels)
             prepare = _noop_prepare if route is NOOP else self.prepare
             prepared = await loop.run_in_executor(self.pool, prepare, route, inputs, options, budget)
             del inputs  # the uploads' bytes are not needed past decoding
             prepared.started = start
             if prepared.size > 1:  # a batch request: admitted again at its real size
                 self.batcher.release(reservation)
-                reservation = None
+                reservation = None  # nothing to give back should admit refuse
                 reservation = self.batcher.admit(prepared.size, prepared.cost)
             out = None  # a request answered without the model (a palette by k-medians) skips the batcher
             if prepared.x is not None:
@@ -376,14 +375,9 @@ def make_app(title: str, description: str, routes: tuple[Route, ...], current: C
     app = FastAPI(title=title, description=description)
     install_error_handlers(app, current)
     for route in routes:
-
-        async def endpoint(request: Request, route: Route = route) -> Response:
-            return await current().handle(route, request)
-
-        endpoint.__signature__ = _request_only  # FastAPI must see no parameter of its own to parse
         app.add_api_route(
             route.path,
-            endpoint,
+            _endpoint(route, current),
             methods=["POST"],
             name=route.name,
             summary=route.summary,
@@ -394,15 +388,13 @@ def make_app(title: str, description: str, routes: tuple[Route, ...], current: C
     return app
 
 
-def _request_only_signature():
-    import inspect
+def _endpoint(route: Route, current: Callable[[], Any]):
+    """The route's FastAPI endpoint: it takes the raw request (FastAPI parses nothing), the pipeline does the rest."""
 
-    return inspect.Signature(
-        [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request)]
-    )
+    async def endpoint(request: Request) -> Response:
+        return await current().handle(route, request)
 
-
-_request_only = _request_only_signature()
+    return endpoint
 
 
 def make_service(cls: type[TaskService], name: str, description: str, args: CommonArgs, **attrs: Any):

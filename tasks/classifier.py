@@ -151,9 +151,3 @@ def heatmap_rgb(cam: np.ndarray) -> np.ndarray:
     g = np.clip(1.5 - np.abs(4 * c - 2), 0, 1)
     b = np.clip(1.5 - np.abs(4 * c - 1), 0, 1)
     return (np.stack([r, g, b], axis=-1) * 255).astype(np.uint8)
-
-
-def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """Blend a heatmap over an HxWx3 uint8 image of the same size."""
-    blended = (1 - alpha) * image.astype(np.float32) + alpha * heatmap_rgb(cam).astype(np.float32)
-    return blended.clip(0, 255).astype(np.uint8)

@@ -217,3 +217,26 @@ def test_admission_never_refuses_what_the_budget_can_hold(budget_s):
             return await asyncio.gather(*(c.post("/one", files={"image": ("a.png", flat(1))}) for _ in range(8)))
 
     assert [r.status_code for r in run(main())] == [200] * 8
+
+
+def test_multipart_other_files_are_skipped_and_repeated_fields_refused():
+    service = Fake()
+
+    async def main():
+        async with client_for(service) as c:
+            other = await c.post("/one", files=[("junk", ("j.bin", b"x" * 1000)), ("image", ("a.png", flat(5)))])
+            twice = await c.post("/one", files={"image": ("a.png", flat(5))}, data={"scale": ["2", "3"]})
+            return other, twice
+
+    other, twice = run(main())
+    assert other.status_code == 200 and other.json()["values"] == [5.0]
+    assert twice.status_code == 422 and "more than once" in twice.json()["error"]
+
+
+def test_threads_follow_the_cgroup_cpu_quota(tmp_path):
+    from services.backends import _v1, _v2
+
+    assert _v2("250000 100000\n", "") == 2.5 and _v2("max 100000\n", "") is None
+    (tmp_path / "cpu.cfs_period_us").write_text("100000\n")
+    assert _v1("200000\n", str(tmp_path / "cpu.cfs_quota_us")) == 2.0
+    assert _v1("-1\n", str(tmp_path / "cpu.cfs_quota_us")) is None

@@ -218,9 +218,7 @@ def test_livez_answers_within_100ms_while_heavy_requests_run(tumor, malaria):
 
     def heavy_tumor() -> list[int]:
         with httpx.Client(base_url=tumor_url, timeout=120) as c:
-            return [
-                c.post("/v1/tumor/detect?annotate=true", files={"image": ("s.png", big)}).status_code for _ in range(2)
-            ]
+            return [c.post("/v1/tumor/detect?annotate=true", files={"image": ("s.png", big)}).status_code]
 
     def heavy_malaria() -> list[int]:
         codes = []

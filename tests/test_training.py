@@ -127,13 +127,18 @@ def test_gradcam_highlights_the_decisive_region():
     Grad-CAM must point at the top-left."""
 
     class ReadsChannelZero(torch.nn.Module):
+        """A torchvision-shaped classifier (features, pooled, classifier) whose logits read channel 0 only."""
+
         def __init__(self):
             super().__init__()
             self.features = torch.nn.Sequential(torch.nn.Identity())
+            self.classifier = torch.nn.Linear(3, 2)
+            with torch.no_grad():
+                self.classifier.weight.copy_(torch.tensor([[1.0, 0, 0], [-1.0, 0, 0]]))
+                self.classifier.bias.zero_()
 
         def forward(self, x):
-            s = self.features(x)[:, 0].mean(dim=(1, 2))
-            return torch.stack([s, -s], 1)
+            return self.classifier(self.features(x).mean(dim=(2, 3)))
 
     x = torch.zeros(1, 3, 32, 32)
     x[0, 0, :16, :16] = 1.0
