@@ -41,7 +41,7 @@ def raw_request(host: str, port: int, path: str, body: bytes, content_type: str)
     return head.encode() + body
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool, dict[str, str]]:
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
@@ -57,7 +57,7 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool
         body = b"".join(chunks)
     else:
         body = await reader.readexactly(int(headers.get("content-length", "0")))
-    return status, body, headers.get("connection", "").lower() == "close"
+    return status, body, headers.get("connection", "").lower() == "close", headers
 
 
 @dataclass
@@ -82,7 +82,7 @@ async def run_load(
                 start = time.perf_counter()
                 try:
                     writer.write(requests[i % len(requests)])
-                    status, _, close = await asyncio.wait_for(_read_response(reader), timeout)
+                    status, _, close, _ = await asyncio.wait_for(_read_response(reader), timeout)
                 except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError):
                     status, close = 0, True
                 result.latencies_s.append(time.perf_counter() - start)
@@ -98,4 +98,69 @@ async def run_load(
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     result.wall_s = time.perf_counter() - start
+    return result
+
+
+IDLE_S = 4.0  # an idle keep-alive connection older than this is closed rather than reused (servers keep them 5 s)
+
+
+@dataclass
+class OpenLoopResult:
+    latencies_s: dict[int, list[float]] = field(default_factory=dict)  # per status (0: no answer)
+    missing_retry_after: int = 0  # 503s without a Retry-After header
+    peak_in_flight: int = 0
+    sent: int = 0
+    failures: dict[str, int] = field(default_factory=dict)  # requests with no answer, by exception
+
+
+async def run_open_loop(
+    host: str, port: int, requests: list[bytes], rate: float, seconds: float, seed: int = 0, timeout: float = 120.0
+) -> OpenLoopResult:
+    """Poisson arrivals of ``requests`` (cycled) at ``rate`` per second for ``seconds``, each on an idle keep-alive
+    connection or a new one: latency runs from the moment a request was due, so a slow server cannot slow the
+    generator down and hide its own queueing (no coordinated omission)."""
+    import random
+
+    rng = random.Random(seed)
+    result = OpenLoopResult()
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []  # newest last
+    in_flight = 0
+
+    async def one(request: bytes, due: float) -> None:
+        nonlocal in_flight
+        in_flight += 1
+        result.peak_in_flight = max(result.peak_in_flight, in_flight)
+        close, writer = True, None
+        try:
+            while idle and time.perf_counter() - idle[-1][2] > IDLE_S:  # the server may have closed it by now
+                idle.pop()[1].close()
+            reader, writer, _ = idle.pop() if idle else (*await asyncio.open_connection(host, port), 0.0)
+            writer.write(request)
+            status, _, close, headers = await asyncio.wait_for(_read_response(reader), timeout)
+            if status == 503 and "retry-after" not in headers:
+                result.missing_retry_after += 1
+        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as e:
+            status = 0
+            result.failures[type(e).__name__] = result.failures.get(type(e).__name__, 0) + 1
+        result.latencies_s.setdefault(status, []).append(time.perf_counter() - due)
+        in_flight -= 1
+        if writer is not None:
+            if close:
+                writer.close()
+            else:
+                idle.append((reader, writer, time.perf_counter()))
+
+    running: set[asyncio.Task] = set()
+    start = due = time.perf_counter()
+    while due - start < seconds:
+        due += rng.expovariate(rate)
+        if (delay := due - time.perf_counter()) > 0:
+            await asyncio.sleep(delay)
+        job = asyncio.create_task(one(requests[result.sent % len(requests)], due))
+        running.add(job)
+        job.add_done_callback(running.discard)
+        result.sent += 1
+    await asyncio.gather(*running)
+    for _, writer, _ in idle:
+        writer.close()
     return result

@@ -30,9 +30,39 @@ class Overloaded(Exception):
     def __init__(self, wait_s: float, budget_s: float) -> None:
         self.retry_after = max(1, math.ceil(wait_s - budget_s))
         super().__init__(
-            f"the service is at capacity: a new request would wait about {wait_s:.1f} s for the model, "
+            f"the service is at capacity: a new request would be answered in about {wait_s:.1f} s, "
             f"past its latency budget of {budget_s:g} s (latency_budget_s); retry in {self.retry_after} s"
         )
+
+
+class Flow:
+    """Requests inside the service and how fast they leave it. By Little's law a new request is answered after
+    about ``(in_flight + 1) / departure rate``: that counts every stage (decoding, the model, Grad-CAM, the CPU they
+    share), where :meth:`AdaptiveBatcher.predicted_wait` sees only the model's queue."""
+
+    def __init__(self, window_s: float = 2.0, min_seen: int = 8) -> None:
+        self.window_s, self.min_seen = window_s, min_seen
+        self.in_flight = 0
+        self._left: deque[float] = deque()  # perf_counter of recent departures
+
+    def predicted_s(self) -> float:
+        now = time.perf_counter()
+        while self._left and now - self._left[0] > self.window_s:
+            self._left.popleft()
+        if len(self._left) < self.min_seen or self._left[-1] <= self._left[0]:
+            return 0.0  # too few departures to tell a rate: admit
+        rate = (len(self._left) - 1) / (self._left[-1] - self._left[0])
+        return (self.in_flight + 1) / rate
+
+    def enter(self, budget_s: float) -> None:
+        """Count a request in, or raise :class:`Overloaded` when it would be answered past ``budget_s``."""
+        if self.in_flight and (wait := self.predicted_s()) > budget_s:
+            raise Overloaded(wait, budget_s)
+        self.in_flight += 1
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+        self._left.append(time.perf_counter())
 
 
 class CallTime:

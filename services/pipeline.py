@@ -1,7 +1,8 @@
 """The request pipeline every task service runs, written once.
 
     body (size limit) -> parse (payload + options, from the same declarations the OpenAPI page shows)
-      -> admission (predicted wait within the latency budget, else 503 + Retry-After at once)
+      -> admission (predicted answer within the latency budget, from the requests in the service and their departure
+     rate, and from the model queue; else 503 + Retry-After at once)
       -> prepare (decode, validate, preprocess; a worker thread; a per-request decoded-size budget)
       -> batcher (one model call at a time per model) -> finish (postprocess, Grad-CAM, annotation, the JSON
       itself; a worker thread) -> typed response with the model version
@@ -25,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from services.batching import AdaptiveBatcher, Overloaded
+from services.batching import AdaptiveBatcher, Flow, Overloaded
 from services.http import ERROR_RESPONSES, Upload, error_response, parse_uploads, read_body
 from services.lifecycle import ModelService, log
 from services.metrics import observer, overloaded, queue_observer, rejected
@@ -149,6 +150,7 @@ class TaskService(ModelService):
     def start_pipeline(self) -> None:
         """The worker threads and the batcher around the loaded model, warmed up."""
         args = self.args
+        self.flow = Flow()
         self.pool = ThreadPoolExecutor(max_workers=max(2, self.threads), thread_name_prefix=f"{self.task}-work")
         self.batcher = AdaptiveBatcher(
             self.run,
@@ -192,6 +194,16 @@ class TaskService(ModelService):
 
     async def handle(self, route: Route, request: Request) -> Response:
         start = time.perf_counter()
+        try:
+            self.flow.enter(self.args.latency_budget_s)
+        except Overloaded as e:
+            return self._overloaded(e)
+        try:
+            return await self._handle(route, request, start)
+        finally:
+            self.flow.leave()
+
+    async def _handle(self, route: Route, request: Request, start: float) -> Response:
         try:
             reservation = self.batcher.admit()
         except Overloaded as e:

@@ -125,3 +125,19 @@ def test_admission_refuses_past_the_budget_and_gives_back_what_it_reserved():
         batcher.release((1, 1.0))
     assert batcher._reserved_items == 0 and batcher.admit() == (1, 1.0)
     batcher.close()
+
+
+def test_flow_predicts_the_answer_from_requests_inside_and_their_departure_rate():
+    from services.batching import Flow, Overloaded
+
+    flow = Flow(window_s=10.0, min_seen=3)
+    flow.enter(1.0)  # no departures seen yet: admitted, however many are inside
+    now = time.perf_counter()
+    flow._left.extend([now - 0.4, now - 0.3, now - 0.2, now - 0.1])  # 10 departures a second
+    flow.in_flight = 5
+    assert flow.predicted_s() == pytest.approx(0.6, rel=0.01)
+    flow.enter(1.0)  # 6 inside: 0.6 s fits the budget
+    flow.in_flight = 20
+    with pytest.raises(Overloaded) as e:
+        flow.enter(1.0)  # 2.1 s does not
+    assert e.value.retry_after >= 1 and flow.in_flight == 20
