@@ -9,7 +9,7 @@ at a multiple of a service's capacity.
 What admission control promises, and what this measures: every request past the latency budget is refused with
 503 and ``Retry-After`` at once (the 503s' latency), none ends in a 504, and every admitted request succeeds
 (statuses). A third row, the no-op route's closed-loop throughput, is the serving stack's own ceiling: near it,
-even instant refusals queue in front of the service. Writes ``benchmarks/results/overload-<task>-cpu.{json,md}``
+even instant refusals queue in front of the service. Writes ``benchmarks/results/overload-<task>-x<factor>-cpu.{json,md}``
 in the shared schema (``phase``, ``status``, ``rate_per_s`` columns).
 """
 
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         f"task {args.task}, latency_budget_s {args.budget_s:g}; capacity {capacity:.1f} req/s (closed loop, {c} "
         f"connections); offered {rate:.1f} req/s ({args.factor:g}x) for {args.seconds:g} s: {seen.sent} requests",
         f"the serving stack's own ceiling (the no-op route, 8 connections): {ceiling:.0f} req/s, so the offered rate "
-        f"is {rate / ceiling:.0%} of what the server can parse and answer at all, refusals included",
+        f"is {rate / ceiling:.1%} of what the server can parse and answer at all, refusals included",
         f"admitted and answered 200: {len(ok)} (p50 {np.median(ok) * 1000:.0f} ms, p99 "
         f"{np.percentile(ok, 99) * 1000:.0f} ms)"
         if ok
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         "latency runs from each request's due time; the generator shares the server's 2 cores",
     ]
     print("\n".join(notes))
-    out = write(f"overload-{args.task}", "cpu", rows, args.out, notes)
+    out = write(f"overload-{args.task}-x{args.factor:g}", "cpu", rows, args.out, notes)
     print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0 if not others and not seen.missing_retry_after else 1
 
