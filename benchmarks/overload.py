@@ -9,8 +9,9 @@ at a multiple of a service's capacity.
 What admission control promises, and what this measures: every request past the latency budget is refused with
 503 and ``Retry-After`` at once (the 503s' latency), none ends in a 504, and every admitted request succeeds
 (statuses). A third row, the no-op route's closed-loop throughput, is the serving stack's own ceiling: near it,
-even instant refusals queue in front of the service. Writes ``benchmarks/results/overload-<task>-x<factor>-cpu.{json,md}``
-in the shared schema (``phase``, ``status``, ``rate_per_s`` columns).
+even instant refusals queue in front of the service. Writes
+``benchmarks/results/overload-<task>-x<factor>-cpu.{json,md}`` in the shared schema (``phase``, ``status``,
+``rate_per_s`` columns).
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         "latency runs from each request's due time; the generator shares the server's 2 cores",
     ]
     print("\n".join(notes))
-    out = write(f"overload-{args.task}-x{args.factor:g}", "cpu", rows, args.out, notes)
+    command = "python -m benchmarks.overload " + " ".join(argv if argv is not None else sys.argv[1:])
+    out = write(f"overload-{args.task}-x{args.factor:g}", "cpu", rows, args.out, notes, command=command.strip())
     print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0 if not others and not seen.missing_retry_after else 1
 
