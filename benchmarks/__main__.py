@@ -29,11 +29,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", help="comma-separated client concurrencies (default 1,8,32; speech 1,4)")
     parser.add_argument("--seconds", type=float, default=3.0, help="time per floor row")
     parser.add_argument("--clips", type=int, default=24, help="speech: held-out clips per row")
+    parser.add_argument("--min-iters", type=int, default=10, help="fewest timed calls per floor row (tests: 3)")
+    parser.add_argument("--floor-batch", type=int, default=0, help="larger in-process batch (default 32; tumour 16)")
+    parser.add_argument(
+        "--quality-images", type=int, default=200, help="palette: held-out synthetic images in the quality columns"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
+    from benchmarks import harness
     from benchmarks.report import write
     from tasks.store import get_entry
+
+    harness.MIN_ITERS, harness.FLOOR_BATCH = args.min_iters, args.floor_batch
+    harness.QUALITY_IMAGES = args.quality_images
 
     if args.device == "cuda":
         import torch

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.harness import find, serving_cost, time_calls
+from benchmarks.harness import find, floor_batches, serving_cost, time_calls
 from benchmarks.report import row
 from tasks.detection import letterbox, postprocess, to_input
 from tasks.images import decode_image, encode_png
@@ -44,7 +44,7 @@ def floor_rows(spec: DetectorSpec, entry, pngs: list[bytes], device: str, second
 
     rows = []
     for name, run in ((f"onnxruntime/{onnx.device}", onnx), (f"pytorch/{torch_device}", module)):
-        for batch in (1, 16):
+        for batch in floor_batches(16):
             chunk = [pngs[i % len(pngs)] for i in range(batch)]
             fitted = [letterbox(np.asarray(decode_image(b, gray=True)), size) for b in chunk]
             x = to_input([f for f, _ in fitted])

@@ -10,9 +10,20 @@ from benchmarks.load import multipart_request, raw_request, run_load
 from benchmarks.report import row
 from benchmarks.server import start_server, stop_server
 
+MIN_ITERS = 10  # fewest timed calls per in-process row (``python -m benchmarks --min-iters``)
+FLOOR_BATCH = 0  # the larger batch of the in-process rows (``--floor-batch``; 0: each benchmark's own)
+QUALITY_IMAGES = 200  # held-out synthetic images in a report's quality columns (``--quality-images``)
 
-def time_calls(step: Callable[[], object], seconds: float, min_iters: int = 10, warmup: int = 3) -> list[float]:
-    for _ in range(warmup):
+
+def floor_batches(default: int) -> tuple[int, int]:
+    """The batch sizes of the in-process rows: 1 and ``default`` (or ``--floor-batch``)."""
+    return 1, FLOOR_BATCH or default
+
+
+def time_calls(step: Callable[[], object], seconds: float, min_iters: int | None = None) -> list[float]:
+    """Latencies of ``step`` over ``seconds`` and at least ``min_iters`` calls, after a warm-up of up to 3."""
+    min_iters = MIN_ITERS if min_iters is None else min_iters
+    for _ in range(min(3, min_iters)):
         step()
     out: list[float] = []
     deadline = time.perf_counter() + seconds

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.harness import find, serving_cost, time_calls
+from benchmarks.harness import find, floor_batches, serving_cost, time_calls
 from benchmarks.report import row
 from tasks.images import decode_image, encode_png, preprocess
 from tasks.spec import ImageClassifierSpec, resolve
@@ -37,7 +37,7 @@ def floor_rows(spec: ImageClassifierSpec, entry, pngs: list[bytes], device: str,
         print(f"floor: no ONNX Runtime row on {device} (this onnxruntime has no CUDA provider)")
     rows = []
     for backend in backends:
-        for batch in (1, 32):
+        for batch in floor_batches(32):
             chunk = [pngs[i % len(pngs)] for i in range(batch)]
             x = preprocess([decode_image(b) for b in chunk], size, norm["mean"], norm["std"])
 

@@ -14,6 +14,7 @@ import io
 import numpy as np
 from PIL import Image
 
+from benchmarks import harness
 from benchmarks.harness import find, time_calls
 from benchmarks.report import row
 from tasks import palette as P
@@ -46,7 +47,7 @@ def floor_rows(spec: PaletteSpec, entry, payloads: list[bytes], device: str, sec
     runner = OnnxBackend(verified_file(entry, "model.onnx"), device)
     offsets = P.head_offsets(spec)
     limits = ImageLimits(min_side=spec.min_side)
-    quality = T.evaluate(spec, runner, 200, entry.info.metadata["config"]["test_seed"], N_COLORS)
+    quality = T.evaluate(spec, runner, harness.QUALITY_IMAGES, entry.info.metadata["config"]["test_seed"], N_COLORS)
 
     def ours(data: bytes, method: str) -> None:
         img = decode_image(data, limits, draft=2 * spec.thumbnail)
@@ -111,6 +112,7 @@ def summary(rows: list[dict], concurrencies: list[int]) -> list[str]:
         f"{s1['p50_ms']:.1f} ms; in process {floors[ours]['p50_ms']:.1f} ms",
         "quality columns: mean_delta_e = mean CIEDE2000 from each pixel (20,000 sampled at full resolution) to its "
         "nearest palette colour; min_pair_delta_e = smallest CIEDE2000 between two palette colours; planted_delta_e "
-        "= distance from each planted colour of 200 held-out synthetic images to the nearest palette colour",
+        f"= distance from each planted colour of {harness.QUALITY_IMAGES} held-out synthetic images to the nearest "
+        "palette colour",
         "batching only affects the generator; the default method is computed per request",
     ]

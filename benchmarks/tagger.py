@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.harness import find, time_calls
+from benchmarks.harness import find, floor_batches, time_calls
 from benchmarks.report import row
 from tasks import tagging
 from tasks.spec import TaggerSpec, resolve
@@ -43,7 +43,7 @@ def floor_rows(spec: TaggerSpec, entry, texts: list[bytes], device: str, seconds
     decoded = [t.decode() for t in texts]
     rows = []
     for name, run in ((f"onnxruntime/{onnx.device}", onnx), (f"pytorch/{device}", torch_run)):
-        for batch in (1, 32):
+        for batch in floor_batches(32):
             ids = np.full((batch, spec.max_length), 1000, np.int64)  # a full window of ordinary tokens
             mask = np.ones_like(ids)
             turn = iter(range(10**9))

@@ -1,9 +1,10 @@
 """Korean speech recognition service: ``bentoml serve services.asr:Asr``.
 
-``POST /v1/asr/transcribe`` takes one audio file (wav, flac, mp3, ogg, webm, m4a, or anything else ffmpeg reads)
-as a multipart upload (field ``audio``), a raw body or JSON with base64. ffmpeg decodes it in memory to 16 kHz
-mono; audio longer than ``max_audio_s`` is refused with 413. The fine-tuned Whisper runs through CTranslate2
-(faster-whisper), window after 30-second window, each short window encoding only the audio it holds.
+``POST /v1/asr/transcribe`` takes one audio file (one of ``tasks.audio.FORMATS``, told by its first bytes) as a
+multipart upload (field ``audio``), a raw body or JSON with base64. ffmpeg decodes it in memory to 16 kHz mono,
+reading nothing but the upload; audio longer than ``max_audio_s`` is refused with 413. The fine-tuned Whisper
+runs through CTranslate2 (faster-whisper), window after 30-second window, each short window encoding only the
+audio it holds.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from services.pipeline import CommonArgs, Files, Options, Prepared, Route, TaskService, make_service
 from tasks import get_task
-from tasks.audio import decode_audio
+from tasks.audio import FORMATS, decode_audio
 from tasks.images import Budget
 
 TASK = get_task("asr")
@@ -77,7 +78,7 @@ class TranscribeResponse(BaseModel):
 TRANSCRIBE = Route(
     "/transcribe",
     "Transcribe Korean speech",
-    Files("audio", raw_types=RAW_TYPES, description="audio file (wav, flac, mp3, ogg, webm, m4a, ...)"),
+    Files("audio", raw_types=RAW_TYPES, description=f"audio file: {FORMATS}"),
     TranscribeOptions,
     TranscribeResponse,
 )

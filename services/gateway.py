@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import posixpath
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 import aiohttp
 import bentoml
@@ -27,8 +28,9 @@ from starlette.responses import FileResponse
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from services import bentoml_private, load
-from services.security import ApiKeyMiddleware, load_auth_config
+from services import bentoml_private, connections, load
+from services.pipeline import add_middlewares, app_paths
+from services.security import load_auth_config
 from tasks import TASKS
 from tasks.kinds import kind_of
 from tasks.spec import resolve
@@ -46,6 +48,9 @@ class GatewayArgs(BaseModel):
         "",
         description="task=URL pairs, comma-separated (malaria=http://malaria:3000,...): those tasks are reached "
         "there (separate deployments, as on Kubernetes) instead of being started as processes of this server",
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="a connection's request headers must arrive within this (408 past)"
     )
 
 
@@ -107,7 +112,7 @@ class Forward:
         self.task = task
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")  # percent-encoding as sent
+        path = quote(scope["path"])  # the route Dispatch checked, encoded again
         if scope.get("query_string"):
             path += "?" + scope["query_string"].decode("latin-1")
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in NOT_FORWARDED]
@@ -186,18 +191,26 @@ async def docs() -> FileResponse:
 
 
 class Dispatch:
-    """ASGI app mounted at ``/v1``: ``/v1/<task>/...`` goes straight to that task's :class:`Forward`, without
+    """ASGI app mounted at ``/v1``: ``/v1/<task>/<route>`` goes straight to that task's :class:`Forward`, without
     matching FastAPI's routes (BentoML tries every route of a mounted Starlette app before choosing it; a plain
-    ASGI app is chosen by its prefix alone). Anything else under ``/v1`` is the task's own 404 / 405."""
+    ASGI app is chosen by its prefix alone). Only the routes a task documents are forwarded, by the path as
+    decoded, and only if it has no ``.`` / ``..`` segments: nothing else of the task (its own ``/metrics``,
+    ``/docs.json``) is reachable through the gateway. Anything else is a 404 here; WebSocket upgrades are refused
+    (403)."""
 
     def __init__(self, tasks: list[str]) -> None:
         self.forwards = {task: Forward(task) for task in tasks}
+        self.routes: dict[str, Forward] = {}  # full path of every documented task route -> its task's Forward
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
-        forward = self.forwards.get(path.removeprefix("/v1/").split("/", 1)[0]) if scope["type"] == "http" else None
+        if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})  # before accepting: the client gets 403
+            return
+        path = scope["path"]  # percent-decoded by the server
+        forward = self.routes.get(path) if posixpath.normpath(path) == path else None
         if forward is None:
-            return await _error(send, 404, f"no such route: {path.split('?')[0]}")
+            return await _error(send, 404, f"no such route: {path[:200]}")
         await forward(scope, receive, send)
 
 
@@ -222,7 +235,7 @@ for task in SELECTED:
                 operation_id=f"{task}_{route.name}",
                 openapi_extra=route.openapi_extra,
             )
-            clone.app = DISPATCH.forwards[task]  # documents the route; requests reach DISPATCH first (under /v1)
+            clone.app = DISPATCH.routes[clone.path] = DISPATCH.forwards[task]  # requests reach DISPATCH first
             app.router.routes.append(clone)
 
 
@@ -258,6 +271,7 @@ Gateway = bentoml.service(
     # the task logs and traces each request itself; doing it again here costs every request a fraction of a ms
     logging={"access": {"enabled": False}},
     tracing={"excluded_urls": ["/v1/"]},
+    metrics={"enabled": False},  # BentoML's label requests by raw path: ours (add_middlewares), by route
     workers=1,
     endpoints={"livez": "/livez", "readyz": "/readyz"},
 )(
@@ -271,4 +285,5 @@ Gateway = bentoml.service(
         )
     )
 )
-Gateway.add_asgi_middleware(ApiKeyMiddleware)  # optional API keys (services/security.py)
+add_middlewares(Gateway, "gateway", [*DISPATCH.routes, *app_paths(app, "")], prefixes=("/static/",))
+connections.install(ARGS.header_timeout_s)

@@ -6,16 +6,21 @@ Every client mistake becomes an :class:`~tasks.images.InputError` and leaves as 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from tasks.images import InputError
+
+T = TypeVar("T")
 
 
 class ErrorResponse(BaseModel):
@@ -57,15 +62,54 @@ class Upload:
     filename: str | None = None
 
 
+MAX_JSON_DIGITS = 64  # a number in a request needs no more; Python refuses past 4,300 digits, and slowly
+INLINE_BYTES = 64 * 1024  # bodies past this are parsed on a worker thread, not on the event loop
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > MAX_JSON_DIGITS:
+        raise InputError(f"invalid JSON body: a number of {len(text)} digits (at most {MAX_JSON_DIGITS})", 400)
+    return int(text)
+
+
+def loads_json(body: bytes | str) -> object:
+    """A JSON body, every failure a 400 that says why: bad syntax or UTF-8, nesting too deep, numbers too long."""
+    try:
+        return json.loads(body, parse_int=_bounded_int)
+    except RecursionError:
+        raise InputError("invalid JSON body: nested too deep", 400) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"invalid JSON body: {e}", 400) from e
+
+
+async def off_loop(size: int, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)``, on a worker thread when its input of ``size`` bytes is large (its cost grows with it)."""
+    return fn(*args) if size <= INLINE_BYTES else await asyncio.to_thread(fn, *args)
+
+
+def check_text(text: str, where: str = "text") -> str:
+    """``text`` if it is all Unicode scalar values (JSON's ``\\ud800`` escapes can give lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InputError(f"{where}: a lone surrogate (U+{ord(text[e.start]):04X}) at character {e.start}", 400) from e
+    return text
+
+
 def decode_b64(value: object, where: str) -> bytes:
+    """Base64 as RFC 2045 writes it too (line breaks, as the ``base64`` tool wraps it, are ignored); a data URL's
+    payload; anything else outside the alphabet is a 400."""
     if not isinstance(value, str):
         raise InputError(f"{where}: expected a base64 string", 400)
     if value.startswith("data:") and "," in value:  # accept data URLs as browsers produce them
         value = value.split(",", 1)[1]
     try:
-        return base64.b64decode(value, validate=True)
+        return base64.b64decode(value.translate(_LINE_BREAKS), validate=True)
     except (binascii.Error, ValueError) as e:
         raise InputError(f"{where}: invalid base64 ({e})", 400) from e
+
+
+_LINE_BREAKS = str.maketrans("", "", "\r\n")
 
 
 async def parse_uploads(
@@ -79,21 +123,7 @@ async def parse_uploads(
         return await read_multipart(request, limit, field, many, max_files)
     if ctype == "application/json":
         body = await read_body(request, limit)
-        try:
-            doc = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InputError(f"invalid JSON body: {e}", 400) from e
-        del body
-        if not isinstance(doc, dict) or field not in doc:
-            raise InputError(f"JSON body must be an object with a {field!r} field", 400)
-        values = doc.pop(field)
-        if many:
-            if not isinstance(values, list) or not values:
-                raise InputError(f"{field!r} must be a non-empty list of base64 strings", 400)
-            if len(values) > max_files:
-                raise InputError(f"{len(values)} files in one request; the limit is {max_files}", 413)
-            return [Upload(decode_b64(v, f"{field}[{i}]")) for i, v in enumerate(values)], doc
-        return [Upload(decode_b64(values, field))], doc
+        return await off_loop(len(body), json_uploads, body, field, many, max_files)
     if not many and any(ctype.startswith(t) if t.endswith("/") else ctype == t for t in raw_types):
         return [Upload(await read_body(request, limit))], {}
     accepted = "multipart/form-data, application/json" + (
@@ -104,6 +134,22 @@ async def parse_uploads(
 
 MAX_FORM_FIELDS = 32
 MAX_FIELD_BYTES = 64 * 1024
+
+
+def json_uploads(body: bytes, field: str, many: bool, max_files: int) -> tuple[list[Upload], dict[str, object]]:
+    """The base64 files under ``field`` of a JSON body, and its other fields."""
+    doc = loads_json(body)
+    del body
+    if not isinstance(doc, dict) or field not in doc:
+        raise InputError(f"JSON body must be an object with a {field!r} field", 400)
+    values = doc.pop(field)
+    if not many:
+        return [Upload(decode_b64(values, field))], doc
+    if not isinstance(values, list) or not values:
+        raise InputError(f"{field!r} must be a non-empty list of base64 strings", 400)
+    if len(values) > max_files:
+        raise InputError(f"{len(values)} files in one request; the limit is {max_files}", 413)
+    return [Upload(decode_b64(v, f"{field}[{i}]")) for i, v in enumerate(values)], doc
 
 
 async def read_multipart(

@@ -41,7 +41,10 @@ class ClassifyOptions(Options):
 
 
 class GradCAM(BaseModel):
-    heatmap_png: str = Field(description="base64 PNG heatmap (blue: ignored, red: decisive), original image size")
+    heatmap_png: str = Field(
+        description="base64 PNG heatmap (blue: ignored, red: decisive), at the image's size (scaled down to at "
+        "most 2048 px a side: the map itself is as coarse as the model's last feature map)"
+    )
     overlay_png: str = Field(description="base64 PNG of the heatmap blended over the image")
 
 
@@ -133,7 +136,7 @@ class ImageClassifier(TaskService):
                 name = f" ({upload.filename})" if upload.filename else ""
                 raise InputError(f"images[{i}]{name}: {e}", e.status) from None
             small.append(resize(img, self.size))
-            kept.append(img if options.gradcam else None)
+            kept.append(shrunk(img, GRADCAM_MAX_SIDE) if options.gradcam else None)
         x = normalize(np.stack(small), self.mean, self.std)
         names = [u.filename for u in inputs]
         return Prepared(x, len(small), state={"images": kept, "names": names})
@@ -156,9 +159,9 @@ class ImageClassifier(TaskService):
         }
 
     def gradcam(self, x: np.ndarray, probs: np.ndarray, images: list[Image.Image]) -> list[GradCAM]:
-        """Grad-CAM of each image's predicted class, at the image's own size (no state shared between calls). The
-        map is coloured at the model's resolution and scaled up in 8 bits: a 25 Mpx image costs a few 8-bit copies
-        of itself, not float arrays of it."""
+        """Grad-CAM of each image's predicted class, at the image's own size up to ``GRADCAM_MAX_SIDE`` (no state
+        shared between calls). The map is coloured at the model's resolution and scaled up in 8 bits, and PNGs are
+        written from the images themselves: a 25 Mpx upload costs a few 4 Mpx copies, not float arrays of it."""
         import torch
 
         from tasks.classifier import gradcam, heatmap_rgb
@@ -169,11 +172,22 @@ class ImageClassifier(TaskService):
             heat = Image.fromarray(heatmap_rgb(cam)).resize(image.size, Image.Resampling.BILINEAR)
             out.append(
                 GradCAM(
-                    heatmap_png=base64.b64encode(encode_png(np.asarray(heat))).decode(),
-                    overlay_png=base64.b64encode(encode_png(np.asarray(Image.blend(image, heat, 0.45)))).decode(),
+                    heatmap_png=base64.b64encode(encode_png(heat)).decode(),
+                    overlay_png=base64.b64encode(encode_png(Image.blend(image, heat, 0.45))).decode(),
                 )
             )
         return out
+
+
+GRADCAM_MAX_SIDE = 2048  # the heatmap is a few cells of the last feature map: more pixels would add only bytes
+
+
+def shrunk(img: Image.Image, side: int) -> Image.Image:
+    """``img`` scaled down (aspect kept) so that neither side passes ``side``; ``img`` itself if it fits."""
+    if max(img.size) <= side:
+        return img
+    scale = side / max(img.size)
+    return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.BOX)
 
 
 # One module-level service per registered task of this kind (BentoML finds a service by its module variable).

@@ -16,6 +16,10 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 # Formats a client may upload. GIF, WebP, etc. are refused with 415 rather than guessed at.
 ACCEPTED_FORMATS = ("PNG", "JPEG", "TIFF", "BMP")
+# A progressive JPEG is decoded once per scan: cameras and encoders write about 10; thousands make a small file
+# cost minutes of decoding (Pillow's decompression-bomb limit counts pixels only).
+MAX_JPEG_SCANS = 64
+SOS = b"\xff\xda"  # JPEG start-of-scan marker (0xFF inside entropy-coded data is always followed by 0x00 or RSTn)
 
 
 class InputError(ValueError):
@@ -110,6 +114,8 @@ def decode_image(
         )
     if min(w, h) < limits.min_side:
         raise InputError(f"image too small: {w}x{h} pixels (at least {limits.min_side} px a side)", 422)
+    if img.format == "JPEG" and (scans := data.count(SOS)) > MAX_JPEG_SCANS:
+        raise InputError(f"a JPEG of {scans} scans: at most {MAX_JPEG_SCANS} are decoded (re-encode it)", 422)
     try:
         if draft and img.format == "JPEG" and img.mode in ("RGB", "L"):
             scale = draft / max(w, h)
@@ -125,9 +131,24 @@ def decode_image(
     except Exception as e:
         raise InputError(f"could not decode the image: {e}", 400) from e
     out = to_gray(img) if gray else to_rgb(img)
+    if (turn := img.getexif().get(ORIENTATION, 1)) in TURNED:  # as the camera meant it to be seen
+        out = out.transpose(TURNED[turn])
+        w, h = (h, w) if turn >= 5 else (w, h)
     out.info["format"] = img.format
-    out.info["original_size"] = (w, h)  # before any draft scaling
+    out.info["original_size"] = (w, h)  # as seen (EXIF orientation applied), before any draft scaling
     return out
+
+
+ORIENTATION = 0x0112  # the EXIF / TIFF Orientation tag
+TURNED = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 def to_gray(img: Image.Image) -> Image.Image:
@@ -185,10 +206,10 @@ def preprocess(images: Sequence[Image.Image], size: int, mean: Sequence[float], 
     return normalize(np.stack([resize(im, size) for im in images]), mean, std)
 
 
-def encode_png(arr: np.ndarray) -> bytes:
-    """HxWx3 (or HxW) uint8 -> PNG bytes."""
+def encode_png(image: np.ndarray | Image.Image) -> bytes:
+    """An image, or an HxWx3 (or HxW) uint8 array -> PNG bytes."""
     buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
+    (image if isinstance(image, Image.Image) else Image.fromarray(image)).save(buf, format="PNG")
     return buf.getvalue()
 
 

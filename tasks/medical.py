@@ -18,6 +18,18 @@ from tasks.images import Budget, ImageLimits, InputError
 DICOM_MAGIC_OFFSET = 128
 GZIP_MAGIC = b"\x1f\x8b"
 DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian: the whole dataset is one deflate stream
+# The transfer syntaxes read (others, such as MPEG / HEVC video or private ones, are refused before decoding):
+# native, deflated (inflated here with a cap), RLE, JPEG, JPEG-LS and JPEG 2000 (decoders the suite installs).
+TRANSFER_SYNTAXES = {
+    "1.2.840.10008.1.2": "Implicit VR Little Endian",
+    "1.2.840.10008.1.2.1": "Explicit VR Little Endian",
+    DEFLATED: "Deflated Explicit VR Little Endian",
+    "1.2.840.10008.1.2.2": "Explicit VR Big Endian",
+    "1.2.840.10008.1.2.5": "RLE Lossless",
+    **{f"1.2.840.10008.1.2.4.{n}": "JPEG" for n in (50, 51, 57, 70)},
+    **{f"1.2.840.10008.1.2.4.{n}": "JPEG-LS" for n in (80, 81)},
+    **{f"1.2.840.10008.1.2.4.{n}": "JPEG 2000" for n in (90, 91, 201, 202, 203)},
+}
 PIXEL_DATA_TAGS = (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")  # (7FE0,0010), little and big endian
 IN_CHUNK, OUT_CHUNK = 256 * 1024, 1024 * 1024
 
@@ -105,13 +117,13 @@ def decode_dicom(
     # Bound the frame count by what the bytes can hold, so a header cannot send pydicom looking for frames that
     # are not there: native data holds every frame in full, encapsulated data at least an 8-byte item per frame.
     room = max(size - pixel_at - 8, 0)  # after the shortest pixel data element header
-    try:
-        encapsulated = tsyntax.is_encapsulated
-    except ValueError:  # not a transfer syntax pydicom knows (a private or malformed UID)
+    if str(tsyntax) not in TRANSFER_SYNTAXES:
         raise InputError(
-            f"could not decode the DICOM pixel data: transfer syntax {str(tsyntax)[:64]!r} is not supported", 400
-        ) from None
-    if encapsulated:
+            f"unsupported DICOM transfer syntax {str(tsyntax)[:64]!r}: the service reads "
+            f"{', '.join(sorted(set(TRANSFER_SYNTAXES.values())))}",
+            415,
+        )
+    if tsyntax.is_encapsulated:
         if frames * 8 > room:
             raise InputError(
                 f"corrupt DICOM file: the header gives {frames:,} frames, more than its {room:,} bytes of "
@@ -255,9 +267,12 @@ def _header_int(ds, keyword: str, default: int) -> int:
     try:
         if isinstance(value, int):
             return int(value)
-        return int(str(value).strip())
+        text = str(value).strip()
+        if not (text.isascii() and len(text) <= 12):  # int() would take other scripts' digits, and 4,300 of them
+            raise ValueError(text)
+        return int(text)
     except ValueError:
-        raise InputError(f"corrupt DICOM file: {keyword} is {value!r}, not a whole number", 400) from None
+        raise InputError(f"corrupt DICOM file: {keyword} is {str(value)[:32]!r}, not a whole number", 400) from None
 
 
 def _transfer_syntax(ds):

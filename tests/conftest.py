@@ -159,9 +159,9 @@ def suite_store(
 
 @pytest.fixture(scope="session")
 def suite(suite_store):
-    """The gateway over one store holding the five task models: (base URL, log file of every process)."""
+    """The gateway over one store holding every task's model: (base URL, log file of every process, process)."""
     proc, url, log = start_server("gateway", {}, env=suite_store, timeout=300)
-    yield url, log
+    yield url, log, proc
     stop_server(proc)
 
 

@@ -26,6 +26,10 @@ def test_benchmark_writes_the_shared_schema(store, tmp_path):
         "1,4",
         "--seconds",
         "0.2",
+        "--min-iters",
+        "3",
+        "--floor-batch",
+        "4",
         "--out",
         str(tmp_path),
     ]
@@ -39,7 +43,7 @@ def test_benchmark_writes_the_shared_schema(store, tmp_path):
     services = [r for r in rows if r["path"] == "service"]
     assert {r["concurrency"] for r in rows if r["path"] == "noop"} == {1, 4}  # the framework's share, apart
     assert {(r["backend"], r["batch"], r["input"]) for r in floors} == {
-        (b, n, i) for b in ("onnxruntime/cpu", "pytorch/cpu") for n in (1, 32) for i in ("bytes", "tensor")
+        (b, n, i) for b in ("onnxruntime/cpu", "pytorch/cpu") for n in (1, 4) for i in ("bytes", "tensor")
     }
     assert {(r["concurrency"], r["batching"]) for r in services} == {(c, b) for c in (1, 4) for b in (True, False)}
     assert all(r["errors"] == 0 and r["n"] >= 12 and 0 < r["p50_ms"] <= r["p99_ms"] for r in services)
@@ -59,6 +63,10 @@ def test_tumor_benchmark_compares_onnx_pytorch_and_ultralytics(tumor_store, tmp_
         "1,2",
         "--seconds",
         "0.2",
+        "--min-iters",
+        "3",
+        "--floor-batch",
+        "4",
         "--out",
         str(tmp_path),
     ]
@@ -88,14 +96,13 @@ def test_speech_benchmark_compares_openai_whisper_ctranslate2_and_the_service(as
 
 def test_keyphrase_benchmark_compares_onnx_and_pytorch(keyphrase_store, tmp_path):
     cmd = [sys.executable, "-m", "benchmarks", "keyphrase", "--requests", "8", "--concurrency", "1,2"]
-    cmd += ["--seconds", "0.2", "--out", str(tmp_path)]
+    cmd += ["--seconds", "0.2", "--min-iters", "3", "--floor-batch", "4"]
+    cmd += ["--out", str(tmp_path)]
     r = subprocess.run(cmd, cwd=ROOT, env=keyphrase_store, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     doc = json.loads((tmp_path / "keyphrase-cpu.json").read_text())
     floors = {(row["backend"], row["batch"], row["input"]) for row in doc["rows"] if row["path"] == "floor"}
-    assert floors == {
-        (b, n, i) for b in ("onnxruntime/cpu", "pytorch/cpu") for n in (1, 32) for i in ("text", "tokens")
-    }
+    assert floors == {(b, n, i) for b in ("onnxruntime/cpu", "pytorch/cpu") for n in (1, 4) for i in ("text", "tokens")}
     services = [row for row in doc["rows"] if row["path"] == "service"]
     assert len(services) == 4 and all(row["errors"] == 0 and row["backend"] == "onnxruntime/cpu" for row in services)
     assert any("ONNX Runtime vs PyTorch eager" in note for note in doc["notes"])
@@ -103,7 +110,7 @@ def test_keyphrase_benchmark_compares_onnx_and_pytorch(keyphrase_store, tmp_path
 
 def test_palette_benchmark_measures_quality_and_speed_beside_the_peers(palette_store, tmp_path):
     cmd = [sys.executable, "-m", "benchmarks", "palette", "--requests", "8", "--concurrency", "1,2"]
-    cmd += ["--seconds", "0.2", "--out", str(tmp_path)]
+    cmd += ["--seconds", "0.2", "--min-iters", "3", "--quality-images", "20", "--out", str(tmp_path)]
     r = subprocess.run(cmd, cwd=ROOT, env=palette_store, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     doc = json.loads((tmp_path / "palette-cpu.json").read_text())

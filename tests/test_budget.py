@@ -268,7 +268,7 @@ def hostile_dicoms() -> list:
         "unknown transfer syntax": (
             patched(dicom(one, 64, 64, 1, ExplicitVRLittleEndian), b"1.2.840.10008.1.2.1\0", b"1.2.3.4.5.6.7.8.9.10"),
             None,
-            400,
+            415,
         ),
     }
     return [pytest.param(*case, id=name) for name, case in cases.items()]

@@ -240,3 +240,41 @@ def test_threads_follow_the_cgroup_cpu_quota(tmp_path):
     (tmp_path / "cpu.cfs_period_us").write_text("100000\n")
     assert _v1("200000\n", str(tmp_path / "cpu.cfs_quota_us")) == 2.0
     assert _v1("-1\n", str(tmp_path / "cpu.cfs_quota_us")) is None
+
+
+def test_malformed_json_values_are_400s_that_say_why():
+    """Nesting past Python's recursion limit, numbers of thousands of digits, base64 wrapped at 76 columns (as
+    the ``base64`` tool writes it: accepted), and bodies large enough to be parsed off the event loop."""
+    service = Fake()
+    image = flat(7)
+    wrapped = base64.encodebytes(image).decode()  # line breaks every 76 characters
+    assert "\n" in wrapped
+
+    async def main():
+        async with client_for(service) as c:
+            js = {"content-type": "application/json"}
+            deep = await c.post("/one", content=b'{"image": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", headers=js)
+            digits = await c.post("/one", content=b'{"image": "", "scale": ' + b"9" * 5000 + b"}", headers=js)
+            lines = await c.post("/one", json={"image": wrapped})
+            crlf = await c.post("/one", json={"image": wrapped.replace("\n", "\r\n")})
+            spaces = await c.post("/one", json={"image": wrapped.replace("\n", " ")})
+            large = await c.post("/many", json={"images": [wrapped] * 4, "pad": "x" * 200_000})
+            return deep, digits, lines, crlf, spaces, large
+
+    deep, digits, lines, crlf, spaces, large = run(main())
+    assert deep.status_code == 400 and "nested too deep" in deep.json()["error"]
+    assert digits.status_code == 400 and "5000 digits" in digits.json()["error"]
+    assert lines.status_code == crlf.status_code == 200 and lines.json()["values"] == [7.0]
+    assert spaces.status_code == 400 and "base64" in spaces.json()["error"]
+    assert large.status_code == 422 and "pad" in large.json()["error"]  # parsed (on a thread), then the option
+
+
+def test_text_must_be_unicode_scalar_values():
+    from services.http import check_text
+    from services.pipeline import _text_of
+    from tasks.images import InputError
+
+    assert check_text("한국어 text") == "한국어 text"
+    with pytest.raises(InputError, match=r"lone surrogate \(U\+D800\) at character 4"):
+        _text_of(b'{"text": "abc \\ud800 def"}', True, "text")
+    assert _text_of(b'{"text": "pair \\ud83d\\ude00"}', True, "text")[0] == "pair \U0001f600"  # a pair is fine
