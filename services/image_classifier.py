@@ -141,6 +141,9 @@ class ImageClassifier(TaskService):
         names = [u.filename for u in inputs]
         return Prepared(x, len(small), state={"images": kept, "names": names})
 
+    def finish_is_light(self, route: Route, prepared: Prepared, options: ClassifyOptions) -> bool:
+        return route is SINGLE and not options.gradcam  # one label and its probabilities
+
     def finish(self, route: Route, prepared: Prepared, probs: np.ndarray, options: ClassifyOptions) -> dict[str, Any]:
         cams = self.gradcam(prepared.x, probs, prepared.state["images"]) if options.gradcam else [None] * len(probs)
         preds = [self.prediction(p, c) for p, c in zip(probs, cams, strict=True)]
