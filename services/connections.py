@@ -3,7 +3,9 @@
 uvicorn (which BentoML runs) bounds only the wait between requests on a kept-alive connection: a connection that
 never sends a byte, or sends a header line every few seconds, is held for as long as the client likes, and a few
 hundred of them exhaust the server's file descriptors (slowloris). Here a connection must finish each request's
-headers within ``header_timeout_s`` of connecting or of the previous response, or it gets ``408`` and is closed.
+headers within ``header_timeout_s`` of connecting or of the previous response, or it gets ``408`` and is closed;
+a kept-alive connection that sends nothing for ``idle_timeout_s`` after an answer is closed (uvicorn's own
+keep-alive timeout, set here because BentoML does not pass it on).
 Slow bodies are the request timeout's business (``timeout_s``: 504). A cap on connections per client belongs to
 the front proxy (README, "Running behind a proxy").
 
@@ -22,11 +24,12 @@ log = logging.getLogger("suite.connections")
 TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
 
 
-def deadline_protocol(base: type, timeout_s: float) -> type:
-    """``base`` (uvicorn's httptools protocol) with the header deadline."""
+def deadline_protocol(base: type, timeout_s: float, idle_s: float) -> type:
+    """``base`` (uvicorn's httptools protocol) with the header deadline and the idle timeout."""
 
     class HeaderDeadline(base):
         header_timeout_s = timeout_s
+        idle_timeout_s = idle_s
 
         def _arm(self) -> None:
             self._disarm()
@@ -45,6 +48,7 @@ def deadline_protocol(base: type, timeout_s: float) -> type:
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            self.timeout_keep_alive = self.idle_timeout_s  # uvicorn arms it after each answer
             self._arm()
 
         def on_headers_complete(self) -> None:
@@ -64,14 +68,15 @@ def deadline_protocol(base: type, timeout_s: float) -> type:
     return HeaderDeadline
 
 
-def install(header_timeout_s: float) -> bool:
-    """Make uvicorn's default HTTP protocol enforce ``header_timeout_s``; False (and a warning) when uvicorn
-    does not use httptools here (the deadline is then not enforced)."""
+def install(header_timeout_s: float, idle_timeout_s: float = 5.0) -> bool:
+    """Make uvicorn's default HTTP protocol enforce ``header_timeout_s`` and ``idle_timeout_s``; False (and a
+    warning) when uvicorn does not use httptools here (neither is then enforced)."""
     from uvicorn.protocols.http import auto
 
     current = auto.AutoHTTPProtocol
     if getattr(current, "header_timeout_s", None) is not None:  # installed already: keep the shortest
         current.header_timeout_s = min(current.header_timeout_s, header_timeout_s)
+        current.idle_timeout_s = min(current.idle_timeout_s, idle_timeout_s)
         return True
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -80,5 +85,5 @@ def install(header_timeout_s: float) -> bool:
     if current is not HttpToolsProtocol:
         log.warning("uvicorn does not use httptools here: request headers have no deadline")
         return False
-    auto.AutoHTTPProtocol = deadline_protocol(current, header_timeout_s)
+    auto.AutoHTTPProtocol = deadline_protocol(current, header_timeout_s, idle_timeout_s)
     return True

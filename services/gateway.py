@@ -52,6 +52,7 @@ class GatewayArgs(BaseModel):
     header_timeout_s: float = Field(
         10.0, gt=0, le=600, description="a connection's request headers must arrive within this (408 past)"
     )
+    idle_timeout_s: float = Field(5.0, gt=0, le=3600, description="a kept-alive connection idle this long is closed")
 
 
 ARGS = bentoml.use_arguments(GatewayArgs)
@@ -286,4 +287,4 @@ Gateway = bentoml.service(
     )
 )
 add_middlewares(Gateway, "gateway", [*DISPATCH.routes, *app_paths(app, "")], prefixes=("/static/",))
-connections.install(ARGS.header_timeout_s)
+connections.install(ARGS.header_timeout_s, ARGS.idle_timeout_s)

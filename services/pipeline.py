@@ -122,6 +122,7 @@ class CommonArgs(BaseModel):
     header_timeout_s: float = Field(
         10.0, gt=0, le=600, description="a connection's request headers must arrive within this (408 past)"
     )
+    idle_timeout_s: float = Field(5.0, gt=0, le=3600, description="a kept-alive connection idle this long is closed")
 
 
 # --- the service base ---------------------------------------------------------------------------------------
@@ -482,7 +483,7 @@ def make_service(cls: type[TaskService], name: str, description: str, args: Comm
         metrics={"enabled": False},  # BentoML's label requests by raw path: ours below, by route
     )(bentoml.asgi_app(app, path=f"/v1/{name}")(sub))
     add_middlewares(svc, name, app_paths(app, f"/v1/{name}"))
-    connections.install(args.header_timeout_s)
+    connections.install(args.header_timeout_s, args.idle_timeout_s)
     return svc
 
 

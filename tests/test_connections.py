@@ -9,9 +9,8 @@ import time
 import pytest
 
 
-@pytest.fixture
-def server(monkeypatch):
-    """uvicorn with the deadline installed (1 s), serving a one-line app on a free port."""
+def serve(monkeypatch, header_s: float, idle_s: float):
+    """uvicorn with the deadlines installed, serving a one-line app on a free port; yields the port."""
     import uvicorn
     from uvicorn.protocols.http import auto
 
@@ -19,7 +18,7 @@ def server(monkeypatch):
     from services import connections
 
     monkeypatch.setattr(auto, "AutoHTTPProtocol", auto.AutoHTTPProtocol)  # restored afterwards
-    assert connections.install(1.0)
+    assert connections.install(header_s, idle_s)
 
     async def app(scope, receive, send):
         if scope["type"] == "http":
@@ -27,8 +26,7 @@ def server(monkeypatch):
             await send({"type": "http.response.body", "body": b"ok"})
 
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_keep_alive=30)
-    srv = uvicorn.Server(config)
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     while not srv.started:
@@ -36,6 +34,17 @@ def server(monkeypatch):
     yield port
     srv.should_exit = True
     thread.join(5)
+
+
+@pytest.fixture
+def server(monkeypatch):
+    """Headers within 1 s; kept-alive connections idle for 30 s (so only the header deadline shows)."""
+    yield from serve(monkeypatch, 1.0, 30.0)
+
+
+@pytest.fixture
+def idle_server(monkeypatch):
+    yield from serve(monkeypatch, 10.0, 1.0)
 
 
 def answer(s: socket.socket) -> tuple[bytes, float]:
@@ -73,11 +82,19 @@ def test_prompt_requests_are_served_and_kept_alive_past_the_deadline(server):
         assert answer(s)[0].startswith(b"HTTP/1.1 200")
 
 
+def test_an_idle_kept_alive_connection_is_closed_at_the_idle_timeout(idle_server):
+    with socket.create_connection(("127.0.0.1", idle_server), timeout=10) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer(s)[0].startswith(b"HTTP/1.1 200")
+        data, took = answer(s)  # nothing more is sent: uvicorn's keep-alive timer, set from idle_timeout_s
+        assert data == b"" and 0.8 < took < 3, (data, took)
+
+
 def test_install_keeps_the_shortest_deadline(monkeypatch):
     from uvicorn.protocols.http import auto
 
     from services import connections
 
     monkeypatch.setattr(auto, "AutoHTTPProtocol", auto.AutoHTTPProtocol)
-    assert connections.install(20.0) and connections.install(5.0) and connections.install(9.0)
-    assert auto.AutoHTTPProtocol.header_timeout_s == 5.0
+    assert connections.install(20.0) and connections.install(5.0, 30.0) and connections.install(9.0, 3.0)
+    assert (auto.AutoHTTPProtocol.header_timeout_s, auto.AutoHTTPProtocol.idle_timeout_s) == (5.0, 3.0)
