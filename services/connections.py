@@ -19,7 +19,22 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from pydantic import BaseModel, Field
+
 log = logging.getLogger("suite.connections")
+
+
+class ConnectionArgs(BaseModel):
+    """The arguments every server of the suite takes for its connections (task services and the gateway)."""
+
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="a connection's request headers must arrive within this (408 past)"
+    )
+    idle_timeout_s: float = Field(5.0, gt=0, le=3600, description="a kept-alive connection idle this long is closed")
+
+    def install(self) -> bool:
+        return install(self.header_timeout_s, self.idle_timeout_s)
+
 
 TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
 

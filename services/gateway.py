@@ -23,12 +23,13 @@ import aiohttp
 import bentoml
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.responses import FileResponse
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from services import bentoml_private, connections, load
+from services import bentoml_private, load
+from services.connections import ConnectionArgs
 from services.pipeline import add_middlewares, app_paths
 from services.security import load_auth_config
 from tasks import TASKS
@@ -39,7 +40,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 SERVICES = {task: load(task) for task in TASKS}  # every registered task's service
 
 
-class GatewayArgs(BaseModel):
+class GatewayArgs(ConnectionArgs):
     """``bentoml serve services.gateway:Gateway --arg tasks=... --arg task_urls=...`` (every process sees the same
     arguments)."""
 
@@ -49,10 +50,6 @@ class GatewayArgs(BaseModel):
         description="task=URL pairs, comma-separated (malaria=http://malaria:3000,...): those tasks are reached "
         "there (separate deployments, as on Kubernetes) instead of being started as processes of this server",
     )
-    header_timeout_s: float = Field(
-        10.0, gt=0, le=600, description="a connection's request headers must arrive within this (408 past)"
-    )
-    idle_timeout_s: float = Field(5.0, gt=0, le=3600, description="a kept-alive connection idle this long is closed")
 
 
 ARGS = bentoml.use_arguments(GatewayArgs)
@@ -287,4 +284,4 @@ Gateway = bentoml.service(
     )
 )
 add_middlewares(Gateway, "gateway", [*DISPATCH.routes, *app_paths(app, "")], prefixes=("/static/",))
-connections.install(ARGS.header_timeout_s, ARGS.idle_timeout_s)
+ARGS.install()
