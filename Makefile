@@ -38,9 +38,11 @@ debian:
 models: setup
 	$(BIN)/python -m training.demo $(if $(FORCE),--force,)
 
-# The suite on PORT: the web page at /, every task under /v1/<task>/, each in its own processes (the gateway);
-# TASKS="tumor palette" serves a subset; SEPARATE=1 serves one server per task on consecutive ports instead.
-serve: models
+# The suite on PORT at once: the web page at /, every task under /v1/<task>/, each in its own processes (the
+# gateway); the missing demo models build in the background (log: .build/build.log) and each task turns ready as
+# its model lands. TASKS="tumor palette" serves a subset; SEPARATE=1 serves one server per task on consecutive
+# ports instead.
+serve: setup
 	$(BIN)/python -m services --host $(HOST) --port $(PORT) $(if $(SEPARATE),--separate,) $(TASKS)
 
 lint: setup

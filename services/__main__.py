@@ -1,9 +1,14 @@
-"""``python -m services [--host H] [--port P] [--separate] [TASK ...]``: serve the suite until Ctrl-C.
+"""``python -m services [--host H] [--port P] [--separate] [--no-build] [TASK ...]``: serve the suite until Ctrl-C.
 
 By default one address for everything: ``bentoml serve services.gateway:Gateway`` on P, the web page at ``/``,
 every task under ``/v1/<task>/`` (each task in its own worker processes). With ``--separate``, one BentoML server
-per task on consecutive ports instead (malaria on P, tumor on P+1, asr on P+2, keyphrase on P+3, palette on P+4),
-each ``bentoml serve services.<task>:<Task>``: the shape of separate deployments.
+per task on consecutive ports instead (in the order given, default the registry's), each ``bentoml serve`` of the
+task's service (``services.target``): the shape of separate deployments.
+
+The servers start at once, whether the store has the tasks' models or not: the missing demo models are built in
+the background (``python -m training.demo``, fastest first, at a lower CPU priority than the servers; its log and
+status file in ``.build/``), and each task turns ready as its model lands (services/versions.py). ``--no-build``
+leaves the store as it is.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from services import target
 from tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
+BUILD_DIR = ROOT / ".build"  # the background build's log and status file
 HOMES: list[Path] = []  # the servers' own BENTOML_HOMEs, removed at exit
 
 
@@ -39,30 +45,59 @@ def own_home(home: Path) -> dict[str, str]:
     return {**os.environ, "BENTOML_HOME": str(own)}
 
 
+def build_missing(tasks: list[str], status: Path, train_args: list[str]) -> subprocess.Popen:
+    """``python -m training.demo`` for ``tasks`` in the background (it skips those the store has), niced below the
+    servers, its output in ``.build/build.log``."""
+    cmd = [sys.executable, "-m", "training.demo", "--status", str(status), *tasks]
+    for item in train_args:
+        cmd += ["--train-args", item]
+    log = status.parent / "build.log"
+    print(f"building missing demo models in the background (fastest first); log: {log}", flush=True)
+    with open(log, "w") as out:
+        return subprocess.Popen(
+            cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=lambda: os.nice(10)
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services", description=__doc__)
     parser.add_argument("tasks", nargs="*", metavar="TASK", help=f"default: all ({', '.join(TASKS)})")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--separate", action="store_true", help="one server per task on consecutive ports")
+    parser.add_argument("--no-build", action="store_true", help="do not build missing demo models in the background")
+    parser.add_argument("--build-dir", type=Path, default=BUILD_DIR, help="the build's log and status file")
+    parser.add_argument(
+        "--train-args",
+        action="append",
+        default=[],
+        metavar="TASK=ARGS",
+        help="passed to the background build (`python -m training.demo --train-args`): smaller demo models",
+    )
     args = parser.parse_args(argv)
     unknown = sorted(set(args.tasks) - set(TASKS))
     if unknown:
         parser.error(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}")
     tasks = args.tasks or list(TASKS)
+    status = args.build_dir.resolve() / "status.json"
+    extra = () if args.no_build else ("--arg", f"build_status={status}")
+    if not args.no_build:
+        status.parent.mkdir(parents=True, exist_ok=True)
+        status.unlink(missing_ok=True)  # a status left by an earlier run would describe builds not running
     if args.separate:
         home = Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml"))
         procs = []
         for i, task in enumerate(tasks):
-            procs.append(serve(target(task), args.host, args.port + i, env=own_home(home)))
+            procs.append(serve(target(task), args.host, args.port + i, *extra, env=own_home(home)))
             print(f"{task}: http://{args.host}:{args.port + i}  (API docs at /)", flush=True)
     else:
-        procs = [serve("services.gateway:Gateway", args.host, args.port, "--arg", "tasks=" + ",".join(tasks))]
+        procs = [serve("services.gateway:Gateway", args.host, args.port, "--arg", "tasks=" + ",".join(tasks), *extra)]
         url = f"http://{args.host}:{args.port}"
         print(f"the suite: {url}/  (API docs: {url}/docs; tasks: {', '.join(tasks)})", flush=True)
+    builder = None if args.no_build else build_missing(tasks, status, args.train_args)
 
     def stop(*_: object) -> None:
-        for p in procs:
+        for p in procs + ([builder] if builder else []):
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGTERM)
 
@@ -74,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         stop()
-        for p in procs:
+        for p in procs + ([builder] if builder else []):
             p.wait(30)
         for home in HOMES:
             shutil.rmtree(home, ignore_errors=True)

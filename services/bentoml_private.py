@@ -79,3 +79,15 @@ def openapi_page() -> Path:
     if not page.is_file():
         raise MovedInBentoML(f"{page} is missing (services/bentoml_private.py serves it as /docs)")
     return page
+
+
+def model_store_dir() -> Path:
+    """The model store's folder (``$BENTOML_HOME/models``), as BentoML's configuration container resolves it
+    (``BentoMLContainer.model_store_dir``): the services' watchers read its ``<name>/latest`` files directly."""
+    container = _private("bentoml._internal.configuration.containers", "BentoMLContainer")
+    try:
+        return Path(container.model_store_dir.get())
+    except AttributeError as e:
+        raise MovedInBentoML(
+            f"BentoMLContainer.model_store_dir moved (services/bentoml_private.py relies on it): {e}"
+        ) from e

@@ -7,7 +7,7 @@ headers within ``header_timeout_s`` of connecting or of the previous response, o
 a kept-alive connection that sends nothing for ``idle_timeout_s`` after an answer is closed (uvicorn's own
 keep-alive timeout, set here because BentoML does not pass it on).
 Slow bodies are the request timeout's business (``timeout_s``: 504). A cap on connections per client belongs to
-the front proxy (README, "Running behind a proxy").
+the front proxy (docs/operations.md, "Running behind a proxy").
 
 uvicorn chooses its protocol class when it starts, from ``uvicorn.protocols.http.auto.AutoHTTPProtocol``;
 :func:`install` puts a subclass of the httptools protocol there (BentoML's workers import the service, so its

@@ -36,7 +36,8 @@ ERROR_RESPONSES = {
 
 
 def error_response(e: InputError) -> JSONResponse:
-    return JSONResponse({"error": str(e)}, status_code=e.status)
+    headers = {"Retry-After": "10"} if e.status == 503 else None  # a model not loaded yet
+    return JSONResponse({"error": str(e)}, status_code=e.status, headers=headers)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -241,15 +242,9 @@ async def read_multipart(
     return files, extra  # each file's bytearray as it was filled: no copy
 
 
-def install_error_handlers(app, current) -> None:
-    """Answer FastAPI's own parameter validation failures in the suite's ``{"error": ...}`` shape (422), and
-    every route with 503 while ``current()``, the service, has not loaded its model
-    (:class:`services.lifecycle.ReadinessGate`)."""
+def install_error_handlers(app) -> None:
+    """Answer FastAPI's own parameter validation failures in the suite's ``{"error": ...}`` shape (422)."""
     from fastapi.exceptions import RequestValidationError
-
-    from services.lifecycle import ReadinessGate
-
-    app.add_middleware(ReadinessGate, current=current)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_parameters(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -12,14 +12,14 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 BATCH_SIZE = bentoml.metrics.Histogram(
     name="model_batch_size",
-    documentation="Inputs per model call (adaptive batching)",
-    labelnames=["task"],
+    documentation="Inputs per model call (adaptive batching), by the model version that ran it",
+    labelnames=["task", "version"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
 MODEL_SECONDS = bentoml.metrics.Histogram(
     name="model_call_seconds",
-    documentation="Time of one model call",
-    labelnames=["task"],
+    documentation="Time of one model call, by the model version that ran it",
+    labelnames=["task", "version"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 REJECTED = bentoml.metrics.Counter(
@@ -27,14 +27,36 @@ REJECTED = bentoml.metrics.Counter(
 )
 
 
-def observer(task: str) -> Callable[[int, float], None]:
-    """The batcher's callback: record batch size and model time for ``task``."""
+def observer(task: str, version: str) -> Callable[[int, float], None]:
+    """The batcher's callback: record batch size and model time for ``task``'s model ``version``."""
+    sizes, seconds_of = BATCH_SIZE.labels(task=task, version=version), MODEL_SECONDS.labels(task=task, version=version)
 
     def observe(n: int, seconds: float) -> None:
-        BATCH_SIZE.labels(task=task).observe(n)
-        MODEL_SECONDS.labels(task=task).observe(seconds)
+        sizes.observe(n)
+        seconds_of.observe(seconds)
 
     return observe
+
+
+MODEL_INFO = bentoml.metrics.Gauge(
+    name="suite_model_info",
+    documentation="1 for the model version a task serves now, 0 for one it served before (services/versions.py)",
+    labelnames=["service", "version"],
+    multiprocess_mode="livemax",
+)
+MODEL_LOADS = bentoml.metrics.Counter(
+    name="suite_model_loads",
+    documentation="Model versions loaded (outcome: loaded, failed: the version serving before kept serving)",
+    labelnames=["service", "version", "outcome"],
+)
+
+
+def model_serving(task: str, version: str, serving: bool) -> None:
+    MODEL_INFO.labels(service=task, version=version).set(1 if serving else 0)
+
+
+def model_loaded(task: str, version: str, outcome: str) -> None:
+    MODEL_LOADS.labels(service=task, version=version, outcome=outcome).inc()
 
 
 def rejected(task: str, status: int) -> None:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from services.pipeline import CommonArgs, Files, Options, Prepared, Route, TaskService, make_service
 from tasks import get_task
 from tasks import palette as P
-from tasks.images import Budget, ImageLimits, decode_image
+from tasks.images import Budget, ImageLimits, InputError, decode_image
 
 TASK = get_task("palette")
 
@@ -73,21 +73,30 @@ class PaletteService(TaskService):
     """Palettes by k-means / k-medians (NumPy) or the learned generator (ONNX Runtime)."""
 
     routes = (EXTRACT,)
+    answers_without_model = True  # k-means and k-medians need no trained model: ready before the generator lands
 
     def load_model(self, entry) -> None:
         from services.backends import OnnxBackend
         from tasks.store import verified_file
 
-        measured = entry.info.metadata.get("metrics", {}).get("test", {}).get("best_method", TASK.default_method)
-        self.default_method = measured if self.args.default_method == "best" else self.args.default_method
         self.limits = ImageLimits(min_side=TASK.min_side, max_pixels=self.args.max_pixels)
         self.offsets = P.head_offsets(TASK)
-        self.runner = OnnxBackend(verified_file(entry, "model.onnx"), self.args.device, self.threads)
-        self.backend_name = f"numpy+{self.runner.name}/{self.runner.device}"
+        self.runner = None
+        self.backend_name = "numpy"
+        measured = TASK.default_method
+        if entry is not None:
+            measured = entry.info.metadata.get("metrics", {}).get("test", {}).get("best_method", measured)
+            self.runner = OnnxBackend(verified_file(entry, "model.onnx"), self.args.device, self.threads)
+            self.backend_name = f"numpy+{self.runner.name}/{self.runner.device}"
+        self.default_method = measured if self.args.default_method == "best" else self.args.default_method
+
+    def without_model_note(self) -> str:
+        return "k-means and k-medians; the generator method answers once its model is loaded"
 
     def warm_up(self) -> None:
         warm = np.zeros((32, 32, 3), np.uint8)
-        self.run(P.generator_input(warm, TASK)[None])
+        if self.runner is not None:
+            self.run(P.generator_input(warm, TASK)[None])
         P.extract(P.image_pixels(warm, TASK), 2, "kmedians")
 
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -100,6 +109,8 @@ class PaletteService(TaskService):
         thumb = P.thumbnail(img, TASK.thumbnail)
         pixels = P.image_pixels(thumb, TASK)
         method = options.method or self.default_method
+        if method == "generator" and self.runner is None:
+            raise InputError(f"the generator method needs its model: {self.versions.waiting()}", 503)
         state = {"size": img.info["original_size"], "pixels": pixels, "method": method}
         if method != "generator":
             state["colours"] = P.extract(pixels, options.n_colors, method)

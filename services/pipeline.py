@@ -41,6 +41,7 @@ from services.http import (
 )
 from services.lifecycle import ModelService, log
 from services.metrics import observer, overloaded, queue_observer, rejected
+from services.versions import NO_MODEL, Incomplete, Versions, shallow_replica
 from tasks.images import Budget, InputError
 
 MODEL_FAILED = "the server failed on this request (its log says why); the request itself was well-formed"
@@ -96,7 +97,17 @@ class Route:
 class CommonArgs(ConnectionArgs):
     """Service arguments every task has (``bentoml serve services.<module>:<Task> --arg NAME=VALUE``)."""
 
-    model_tag: str = Field("", description="store entry to serve (default: <task>:latest)")
+    model_tag: str = Field(
+        "", description="store entry to serve and stay on (default: <task>:latest, and each newer entry as it lands)"
+    )
+    poll_s: float = Field(
+        2.0, ge=0, le=3600, description="seconds between looks at the store for a newer entry (0: never)"
+    )
+    build_status: str = Field(
+        "",
+        description="status file of the background demo build (`python -m services` sets it): shown while "
+        "no model serves",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(0, ge=0, description="model threads (0: the container's CPU quota)")
     batching: bool = Field(True, description="adaptive batching across concurrent requests")
@@ -147,33 +158,50 @@ class TaskService(ModelService):
     export_hint: ClassVar[str] = "onnx"
     batch_limit: ClassVar[int] = 0  # most items per model call whatever max_batch_size says (0: no such limit)
 
+    answers_without_model: ClassVar[bool] = False  # some routes answer before any store entry exists
+
     def load(self) -> None:
+        """Start serving: the first version now if the store has one (services/versions.py), then watch it."""
         from services.backends import cpu_quota
-        from tasks.store import entry_for_task
 
         self.set_body_limit(self.args.max_body_mb)
-        entry = entry_for_task(self.task, self.model_tag)
-        files = entry.info.metadata.get("files", {})
-        if missing := [name for name in self.requires if not any(f.startswith(name) for f in files)]:
-            raise FileNotFoundError(
-                f"{entry.tag} has no {', '.join(missing)}: run `python -m exporters {self.task} --format "
-                f"{self.export_hint}`"
-            )
-        self.tag = str(entry.tag)
         self.threads = self.args.threads or cpu_quota()
-        self.load_model(entry)
-        self.start_pipeline()
+        self.flow = Flow()
+        self.versions = Versions(self, self.args.model_tag, self.args.poll_s, self.args.build_status)
+        self.versions.start()
+
+    def replica(self, entry) -> TaskService:
+        """A copy of this service serving ``entry`` (None: the routes that need no model), loaded and warmed up."""
+        replica = shallow_replica(self)
+        if entry is None:
+            replica.tag = NO_MODEL
+        else:
+            files = entry.info.metadata.get("files", {})
+            if missing := [name for name in self.requires if not any(f.startswith(name) for f in files)]:
+                raise Incomplete(
+                    f"{entry.tag} has no {', '.join(missing)}: run `python -m exporters {self.task} --format "
+                    f"{self.export_hint}`"
+                )
+            replica.tag = str(entry.tag)
+        replica.load_model(entry)
+        replica.start_pipeline()
+        return replica
+
+    def serve_self(self) -> None:
+        """Serve this object's model as it is (already loaded; tests and tools that load by hand)."""
+        self.flow = getattr(self, "flow", None) or Flow()
+        self.versions = Versions(self, self.tag, 0, "")
+        self.versions.install(self, self.tag, 0.0)
 
     def start_pipeline(self) -> None:
         """The worker threads and the batcher around the loaded model, warmed up."""
         args = self.args
-        self.flow = Flow()
         self.pool = ThreadPoolExecutor(max_workers=max(2, self.threads), thread_name_prefix=f"{self.task}-work")
         self.batcher = AdaptiveBatcher(
             self.run,
             min(args.max_batch_size, self.batch_limit or args.max_batch_size) if args.batching else 1,
             args.max_delay_ms if args.batching else 0.0,
-            observer(self.task),
+            observer(self.task, self.tag),
             budget_s=args.latency_budget_s,
             max_queue=args.max_queue,
             on_queue=queue_observer(self.task),
@@ -181,12 +209,22 @@ class TaskService(ModelService):
         )
         self.warm_up()  # before reporting ready: the first request must not pay for lazy initialisation
 
+    def close_pipeline(self) -> None:
+        """Release this version: its batcher and worker threads (its model goes with the last reference)."""
+        self.batcher.close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def without_model_note(self) -> str:
+        """What a service with ``answers_without_model`` does before its model lands (its management route says)."""
+        return ""
+
     # What a task writes -------------------------------------------------------------------------------------
 
     backend_name: str = ""
 
     def load_model(self, entry) -> None:
-        """Load the model files of ``entry`` (checked against their SHA-256); set ``backend_name``."""
+        """Load the model files of ``entry`` (checked against their SHA-256); set ``backend_name``. ``entry`` is
+        None only for a service with ``answers_without_model``: set up what needs no model."""
         raise NotImplementedError
 
     def batch_functions(self) -> dict[str, Any]:
@@ -216,14 +254,20 @@ class TaskService(ModelService):
 
     async def handle(self, route: Route, request: Request) -> Response:
         start = time.perf_counter()
+        version = self.versions.acquire()
+        if version is None:
+            message, retry = self.versions.not_ready()
+            return JSONResponse({"error": message}, status_code=503, headers={"Retry-After": str(retry)})
         try:
             self.flow.enter(self.args.latency_budget_s)
         except Overloaded as e:
+            self.versions.release(version)
             return self._overloaded(e)
         try:
-            return await self._handle(route, request, start)
+            return await version.replica._handle(route, request, start)
         finally:
             self.flow.leave()
+            self.versions.release(version)
 
     async def _handle(self, route: Route, request: Request, start: float) -> Response:
         try:
@@ -287,9 +331,8 @@ class TaskService(ModelService):
         return self.body_limit
 
     def shutdown(self) -> None:
-        if self.ready:
-            self.batcher.close()
-            self.pool.shutdown(wait=False, cancel_futures=True)
+        if getattr(self, "versions", None) is not None:
+            self.versions.stop()
 
 
 async def parse_text(request: Request, field_name: str, limit: int) -> tuple[str, dict[str, Any]]:
@@ -409,7 +452,8 @@ def make_app(title: str, description: str, routes: tuple[Route, ...], current: C
 
         current = bentoml.get_current_service
     app = FastAPI(title=title, description=description)
-    install_error_handlers(app, current)
+    install_error_handlers(app)
+    add_management_routes(app, current)
     for route in routes:
         app.add_api_route(
             route.path,
@@ -437,10 +481,91 @@ def _asgi_endpoint(route: Route, current: Callable[[], Any]):
     """The ASGI app the router calls for ``route``: the raw request to the pipeline of ``current()``."""
 
     async def app(scope, receive, send) -> None:
-        response = await current().handle(route, Request(scope, receive, send))
+        service = current()
+        if getattr(service, "versions", None) is None:  # not started (its log says why)
+            response = JSONResponse({"error": NOT_STARTED}, status_code=503, headers={"Retry-After": "30"})
+        else:
+            response = await service.handle(route, Request(scope, receive, send))
         await response(scope, receive, send)
 
     return app
+
+
+NOT_STARTED = "the service has not started (its log says why)"
+MANAGEMENT_BODY = 4096  # a tag and nothing else
+
+
+def add_management_routes(app, current: Callable[[], Any]) -> None:
+    """``GET /models``: the versions of the task's model and which one serves; ``POST /models`` ``{"tag": ...}``:
+    load and pin a version, or follow the newest again (services/versions.py). Behind the API key when keys are
+    set, like every route."""
+    from services.versions import Incomplete, ModelsStatus, PinRequest
+
+    def versions_of():
+        versions = getattr(current(), "versions", None)
+        if versions is None:
+            raise InputError(NOT_STARTED, 503)
+        return versions
+
+    async def models(request: Request) -> Response:
+        try:
+            versions = versions_of()
+        except InputError as e:
+            return error_response(e)
+        status = await asyncio.to_thread(versions.status)
+        return Response(status.model_dump_json(), media_type="application/json")
+
+    async def pin(request: Request) -> Response:
+        try:
+            versions = versions_of()
+            body = await read_body(request, MANAGEMENT_BODY)
+            try:
+                tag = PinRequest.model_validate(loads_json(body.decode("utf-8", "replace"))).tag
+            except ValidationError as e:
+                raise InputError(f'send {{"tag": "<task>:<version>" or "latest"}}: {e.errors()[0]["msg"]}', 422) from e
+            await asyncio.to_thread(versions.pin, check_text(tag, "tag"))
+        except InputError as e:
+            return error_response(e)
+        except Incomplete as e:
+            return JSONResponse({"error": str(e)}, status_code=409)
+        except FileNotFoundError as e:
+            return JSONResponse({"error": str(e)}, status_code=404)
+        except ValueError as e:  # another task's entry, a corrupt file: the version serving before still serves
+            return JSONResponse({"error": f"{type(e).__name__}: {e}".splitlines()[0]}, status_code=422)
+        except Exception as e:
+            log.exception("%s: loading %s failed", versions.task, tag)
+            return JSONResponse({"error": f"loading failed: {type(e).__name__}"}, status_code=500)
+        status = await asyncio.to_thread(versions.status)
+        return Response(status.model_dump_json(), media_type="application/json")
+
+    errors = {
+        **ERROR_RESPONSES,
+        404: {"model": ERROR_RESPONSES[400]["model"], "description": "No such version in the store"},
+        409: {"model": ERROR_RESPONSES[400]["model"], "description": "The version lacks its export yet"},
+    }
+    app.add_api_route(
+        "/models",
+        models,
+        methods=["GET"],
+        name="models",
+        summary="The versions of this task's model: which one serves, pinned or following the newest, and why not",
+        response_model=ModelsStatus,
+    )
+    app.add_api_route(
+        "/models",
+        pin,
+        methods=["POST"],
+        name="models_pin",
+        summary="Load and pin a version (the one serving keeps serving if it fails), or follow the newest again",
+        response_model=ModelsStatus,
+        responses=errors,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": PinRequest.model_json_schema()}},
+            }
+        },
+    )
 
 
 def make_service(cls: type[TaskService], name: str, description: str, args: CommonArgs, **attrs: Any):
@@ -458,7 +583,7 @@ def make_service(cls: type[TaskService], name: str, description: str, args: Comm
             "task": name,
             "args": args,
             "model_tag": tag,
-            "model_ref": bentoml.models.BentoModel(tag),
+            **declared_model(tag),
             "shutdown": bentoml.on_shutdown(lambda self: TaskService.shutdown(self)),
             **attrs,
         },
@@ -477,6 +602,20 @@ def make_service(cls: type[TaskService], name: str, description: str, args: Comm
     add_middlewares(svc, name, app_paths(app, f"/v1/{name}"))
     args.install()
     return svc
+
+
+def declared_model(tag: str) -> dict[str, Any]:
+    """``model_ref``, the model ``bentoml build`` packages with the service, when the store has it. BentoML
+    refuses to serve a service whose declared model is missing, and this one starts without a model and loads it
+    when it lands (services/versions.py): so it is declared only when it is there to be packaged."""
+    import bentoml
+
+    from services.bentoml_private import model_store_dir
+
+    name, _, version = tag.partition(":")
+    if not (model_store_dir() / name / ("latest" if version in ("", "latest") else version)).exists():
+        return {}
+    return {"model_ref": bentoml.models.BentoModel(tag)}
 
 
 SYSTEM_PATHS = ("/", "/docs", "/docs.json", "/schema.json", "/livez", "/readyz", "/healthz", "/metrics")

@@ -3,7 +3,7 @@
 Seed study: MobileNet, ResNet50 and DenseNet121 with three layer-freezing strategies; best MobileNet with half the
 layers frozen (from ImageNet weights). No ImageNet weights exist offline here, so the demo model trains every layer
 (``freeze: none``); ``--pretrained FILE --freeze half`` reproduces the seed's set-up where weights exist, and
-``python -m training.freezing histopathology`` compares the three strategies (README).
+``python -m training.freezing histopathology`` compares the three strategies (docs/results.md).
 """
 
 from __future__ import annotations

@@ -177,7 +177,9 @@ class PaletteSpec:
     description: str
     synthetic: str
     methods: tuple[str, ...] = ("kmeans", "kmedians", "generator")
-    default_method: str = "kmedians"  # the best on held-out real photos (README, benchmarks/results/palette-cpu.md)
+    default_method: str = (
+        "kmedians"  # the best on held-out real photos (docs/results.md, benchmarks/results/palette-cpu.md)
+    )
     min_colors: int = 2
     max_colors: int = 12
     default_colors: int = 5

@@ -1,4 +1,4 @@
-"""The demo models as `make models` builds them: they must reach what the README claims (slow: ~45 min)."""
+"""The demo models as `make models` builds them: they must reach what docs/results.md claims (slow: about an hour)."""
 
 from __future__ import annotations
 

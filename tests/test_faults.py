@@ -40,11 +40,14 @@ def test_corrupt_model_file_leaves_service_up_not_ready_with_one_log_line(store,
             png = png_bytes(np.zeros((32, 32, 3), np.uint8))
             r = c.post("/v1/malaria/classify", content=png, headers={"content-type": "image/png"})
             assert r.status_code == 503, r.text
-            assert "not ready" in r.json()["error"] and r.headers["retry-after"] == "30"
+            error = r.json()["error"]
+            assert error.startswith("no model:") and f"{name} is corrupt" in error and r.headers["retry-after"]
+            shown = c.get("/v1/malaria/models").json()
+            assert shown["state"] == "failed" and f"{name} is corrupt" in shown["last_error"]["reason"]
             assert c.get("/livez").status_code == 200
         text = log.read_text()
-        lines = [ln for ln in text.splitlines() if "model not loaded" in ln]
-        assert len(lines) == 1, text[-3000:]
+        lines = [ln for ln in text.splitlines() if " not loaded: " in ln]
+        assert len(lines) == 1, text[-3000:]  # not tried again at every look at the store
         assert f"{name} is corrupt (sha256" in lines[0] and "malaria" in lines[0]
         assert "Traceback" not in text, text[-3000:]
     finally:

@@ -1,7 +1,7 @@
 """The Kubernetes manifests: every overlay renders (``kubectl kustomize``) and every object validates against the
 Kubernetes schemas offline (kubernetes-validate, strict); probes, ports, commands and policies agree with the
 services they run; the task manifests are the ones the registry generates (``python -m k8s.generate``), also for a
-task registered from outside the repository; and the README's operator steps name what exists."""
+task registered from outside the repository; and the runbook's operator steps (docs/operations.md) name what exists."""
 
 from __future__ import annotations
 
@@ -261,9 +261,9 @@ def test_object_store_overlay_fetches_models_before_serving(rendered):
             assert model_mount["mountPath"].startswith(config["suite-config"]["data"]["BENTOML_HOME"])
 
 
-def test_readme_operator_steps_name_real_overlays_and_objects():
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Operating it on Kubernetes") :]
+def test_runbook_operator_steps_name_real_overlays_and_objects():
+    runbook = (ROOT / "docs" / "operations.md").read_text()
+    section = runbook[runbook.index("## Operating it on Kubernetes") :]
     paths = set(re.findall(r"k8s/(?:overlays|components)/[\w-]+", section))
     assert paths and all((ROOT / p).is_dir() for p in paths)
     for name in re.findall(r"deployment/([\w-]+)", section):

@@ -116,8 +116,14 @@ def test_concurrent_generator_requests_are_batched_and_answered_correctly(client
 
 def batch_counts(client) -> tuple[float, float]:
     text = client.get("/metrics").text
-    count = float(re.search(r'^model_batch_size_count\{task="palette"\} (\S+)', text, re.M).group(1))
-    ones = float(re.search(r'^model_batch_size_bucket\{le="1.0",task="palette"\} (\S+)', text, re.M).group(1))
+    count = float(
+        re.search(r'^model_batch_size_count\{task="palette",version="palette:[^"]+"\} (\S+)', text, re.M).group(1)
+    )
+    ones = float(
+        re.search(
+            r'^model_batch_size_bucket\{le="1.0",task="palette",version="palette:[^"]+"\} (\S+)', text, re.M
+        ).group(1)
+    )
     return count, ones
 
 

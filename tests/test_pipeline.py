@@ -50,7 +50,7 @@ class Fake(TaskService):
         self.body_limit = int(self.args.max_body_mb * 1024 * 1024)
         self.tag, self.backend_name, self.threads = "fake:1", "fake/cpu", 2
         self.start_pipeline()
-        self.ready = True
+        self.serve_self()
 
     def warm_up(self) -> None:
         pass

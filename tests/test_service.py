@@ -137,8 +137,14 @@ def test_concurrent_requests_get_their_own_answers_and_are_batched(client, cells
 
 def batch_counts(client) -> tuple[float, float]:
     text = client.get("/metrics").text
-    count = float(re.search(r'^model_batch_size_count\{task="malaria"\} (\S+)', text, re.M).group(1))
-    ones = float(re.search(r'^model_batch_size_bucket\{le="1.0",task="malaria"\} (\S+)', text, re.M).group(1))
+    count = float(
+        re.search(r'^model_batch_size_count\{task="malaria",version="malaria:[^"]+"\} (\S+)', text, re.M).group(1)
+    )
+    ones = float(
+        re.search(
+            r'^model_batch_size_bucket\{le="1.0",task="malaria",version="malaria:[^"]+"\} (\S+)', text, re.M
+        ).group(1)
+    )
     return count, ones
 
 

@@ -227,4 +227,45 @@ def test_gateway_documents_measures_and_forwards_every_task(suite, cells):
         assert client.post("/v1/malaria/classify", files=image).json()["label"] in ("Parasitized", "Uninfected")
         text = client.get("/metrics").text
         assert 'rejected_requests_total{status="400",task="keyphrase"}' in text
-        assert 'model_batch_size_count{task="malaria"}' in text
+        assert 'model_batch_size_count{task="malaria",version="malaria:' in text
+
+
+def test_a_panel_says_its_model_is_building_then_works(browser, store, tmp_path, cells):
+    """The gateway over an empty store while a demo build is under way (its status file as the builder writes
+    it): the panel and its tab say building, with the epoch, and the panel's input waits; once the model lands
+    in the store the panel turns ready and classifies."""
+    import json
+    import time
+
+    from benchmarks.server import start_server, stop_server
+
+    home = tmp_path / "home"
+    home.mkdir()
+    status = tmp_path / "status.json"
+    building = {"state": "training", "epoch": 2, "epochs": 6, "started": time.time(), "expected_s": 300}
+    status.write_text(json.dumps({"started": time.time(), "tasks": {"malaria": building}}))
+    env = {**store, "BENTOML_HOME": str(home)}
+    args = {"tasks": "malaria", "build_status": str(status), "poll_s": 0.3}
+    proc, url, _ = start_server("gateway", args, env=env, wait_for="/livez")
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        page.goto(url + "/")
+        open_panel(page, "malaria")
+        page.wait_for_selector("#malaria[data-model=building]")
+        line = page.inner_text("#malaria .model-state")
+        assert line.startswith("Building") and "training, epoch 2 of 6" in line and "about 5" in line, line
+        assert page.is_disabled("#malaria-files")
+        assert page.get_attribute("nav button[data-panel=malaria]", "data-model") == "building"  # " · building"
+        shutil.copytree(Path(store["BENTOML_HOME"]) / "models", home / "models", dirs_exist_ok=True)  # it lands
+        page.wait_for_selector("#malaria[data-model=ready]", timeout=90_000)
+        assert page.inner_text("#malaria .model-state").startswith("Ready: serving malaria:")
+        page.set_input_files("#malaria-files", files=[file("cell.png", png_bytes(cells[0][0]), "image/png")])
+        page.wait_for_selector("#malaria-cells figure")
+        assert page.inner_text("#malaria-cells figcaption").split()[0] in ("Parasitized", "Uninfected")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "building-then-ready.png"), full_page=True)
+    finally:
+        context.close()
+        stop_server(proc)

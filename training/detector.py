@@ -20,6 +20,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from tasks.spec import DetectorSpec, resolve
+from training import progress
 from training.config import TrainConfig
 
 Target = tuple[int, float, float, float, float]  # class, x0, y0, x1, y1 in pixels
@@ -244,6 +245,7 @@ def train(spec: DetectorSpec, cfg: TrainConfig) -> DetectorResult:
     model = YOLO(spec.model_yaml)
     if cfg.pretrained:
         model = model.load(cfg.pretrained)
+    model.add_callback("on_fit_epoch_end", lambda trainer: progress.epoch_done(trainer.epoch + 1, trainer.epochs))
     start = time.perf_counter()
     model.train(
         data=str(data.data_yaml),

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from training import progress
+
 Batches = Callable[[], Iterable]
 LossFn = Callable[[nn.Module, object], tuple[torch.Tensor, int]]  # (mean loss of the batch, its size)
 
@@ -156,6 +158,7 @@ def fit(
         history.append(row)
         shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "score"))
         tqdm.write(f"{desc} epoch {epoch}: {shown}")
+        progress.epoch_done(epoch, epochs)
         score = metrics["score"]
         if score < best_score:
             best_score, best_epoch, bad_epochs = score, epoch, 0

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from tasks import palette as P
 from tasks.spec import PaletteSpec, resolve
+from training import progress
 from training.config import TrainConfig
 from training.datasets import swatches
 from training.fit import FitResult, pick_device
@@ -219,6 +220,7 @@ def adversarial_fit(model, critic, train, val, cfg, device) -> FitResult:
     epoch = 0
     steps = max(1, len(train.x) // cfg.batch_size)
     for epoch in range(1, cfg.epochs + 1):
+        progress.epoch_done(epoch - 1, cfg.epochs + cfg.finetune_epochs)
         model.train()
         critic.train()
         order = rng.permutation(len(train.x))
@@ -269,6 +271,7 @@ def chroma_finetune(model, train, val, cfg, device, start_score: float) -> list[
     best, best_state, history = start_score, copy.deepcopy(model.state_dict()), []
     steps = max(1, len(train.x) // cfg.batch_size)
     for epoch in range(1, cfg.finetune_epochs + 1):
+        progress.epoch_done(cfg.epochs + epoch - 1, cfg.epochs + cfg.finetune_epochs)
         model.train()
         order = rng.permutation(len(train.x))
         gains = []

@@ -230,12 +230,55 @@ $("palette-file").addEventListener("change", () => run("palette", async () => {
   $("palette-swatch").hidden = false;
 }));
 
+// Each listed task's model, from GET /v1/<task>/models: ready, building (with its progress), loading, waiting or
+// failed (with the reason), on its panel and its tab; the panel's inputs wait until a model serves. Asked again
+// every few seconds until ready, then now and then (a newer version may land).
+const STATES = { ready: "Ready", building: "Building", loading: "Loading", waiting: "Waiting for a model", failed: "Failed" };
+
+async function watchModel(name) {
+  const panel = $(name);
+  if (!panel) return;
+  let line = panel.querySelector(".model-state");
+  if (!line) {
+    line = document.createElement("p");
+    line.className = "model-state";
+    line.setAttribute("role", "status");
+    panel.querySelector("h2").after(line);
+  }
+  const headers = $("api-key").value ? { "X-API-Key": $("api-key").value } : {};
+  let state = "unknown";
+  let text;
+  try {
+    const response = await fetch(`/v1/${name}/models`, { headers });
+    const data = await response.json();
+    if (response.status === 401) {
+      $("key-row").hidden = false;
+      text = "Enter the API key above to see this model's state.";
+    } else if (!response.ok) {
+      text = data.error || `The server answered ${response.status}.`;
+    } else {
+      state = data.state;
+      text = `${STATES[state] || state}: ${data.detail}`;
+    }
+  } catch (e) {
+    text = "Could not reach the server to ask about this model.";
+  }
+  panel.dataset.model = state;
+  line.textContent = text;
+  const tab = document.querySelector(`nav button[data-panel="${name}"]`);
+  if (tab) tab.dataset.model = state;
+  const waiting = state !== "ready" && state !== "unknown";
+  for (const el of panel.querySelectorAll("input, button, textarea")) el.disabled = waiting;
+  setTimeout(() => watchModel(name), state === "ready" ? 60000 : 3000);
+}
+
 // Panels of the tasks the server lists (image classifiers are configuration: their panels come from here), then
 // the tabs and drop zones of every panel. Later tabs come in reverse, so the listed order is kept.
 async function setUp() {
   try {
     const listed = await (await fetch("/tasks.json")).json();
     for (const task of listed.tasks.filter((t) => t.kind === "image-classification").reverse()) classifierPanel(task);
+    for (const task of listed.tasks) watchModel(task.name);
   } catch (e) {
     $("status").textContent = "Could not list the server's tasks: " + e.message;
   }

@@ -5,7 +5,7 @@ shapes (discs, rectangles, stripes, soft blobs), then given the things photos ha
 gradient, fine texture and sensor noise. The planted colours are what a 'K colours' palette should find.
 
 Photos: scikit-image ships a few real colour photographs. The scenes are split once: palettes of the held-out
-scenes are what the README and the benchmark report; training never sees them.
+scenes are what docs/results.md and the benchmark report; training never sees them.
 """
 
 from __future__ import annotations
