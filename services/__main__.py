@@ -41,6 +41,7 @@ def own_home(home: Path) -> dict[str, str]:
     metrics folder at start, so servers side by side must not share one."""
     own = Path(tempfile.mkdtemp(prefix="bentoml-home-"))
     HOMES.append(own)
+    (home / "models").mkdir(parents=True, exist_ok=True)  # a fresh machine: the link must not dangle
     (own / "models").symlink_to(home / "models")
     return {**os.environ, "BENTOML_HOME": str(own)}
 
@@ -103,7 +104,16 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     try:
+        watched = builder
         while all(p.poll() is None for p in procs):
+            if watched is not None and watched.poll() is not None:
+                if watched.returncode not in (0, 1):  # 1: some builds failed, each recorded with its reason
+                    from training.demo import abandon
+
+                    abandon(
+                        status, f"the build process exited with {watched.returncode} (see {status.parent}/build.log)"
+                    )
+                watched = None
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass

@@ -11,6 +11,7 @@ have been served within the budget is never refused.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 import time
@@ -277,6 +278,8 @@ class AdaptiveBatcher:
                     job.future.set_result(part)
 
     def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        """Stop the worker task (from any thread: a retired model version is closed by the store watcher too)."""
+        if (worker := self._worker) is not None:
+            with contextlib.suppress(RuntimeError):  # its loop is closed: nothing runs it any more
+                worker.get_loop().call_soon_threadsafe(worker.cancel)
         self._executor.shutdown(wait=False, cancel_futures=True)

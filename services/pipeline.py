@@ -499,7 +499,7 @@ def add_management_routes(app, current: Callable[[], Any]) -> None:
     """``GET /models``: the versions of the task's model and which one serves; ``POST /models`` ``{"tag": ...}``:
     load and pin a version, or follow the newest again (services/versions.py). Behind the API key when keys are
     set, like every route."""
-    from services.versions import Incomplete, ModelsStatus, PinRequest
+    from services.versions import Busy, Incomplete, ModelsStatus, NotInStore, PinRequest
 
     def versions_of():
         versions = getattr(current(), "versions", None)
@@ -526,22 +526,20 @@ def add_management_routes(app, current: Callable[[], Any]) -> None:
             await asyncio.to_thread(versions.pin, check_text(tag, "tag"))
         except InputError as e:
             return error_response(e)
-        except Incomplete as e:
-            return JSONResponse({"error": str(e)}, status_code=409)
-        except FileNotFoundError as e:
+        except NotInStore as e:
             return JSONResponse({"error": str(e)}, status_code=404)
-        except ValueError as e:  # another task's entry, a corrupt file: the version serving before still serves
+        except (Incomplete, Busy) as e:
+            return JSONResponse({"error": str(e)}, status_code=409)
+        except Exception as e:  # a tag BentoML refuses, another task's entry, a load that failed (logged by it):
+            # the version serving before still serves
             return JSONResponse({"error": f"{type(e).__name__}: {e}".splitlines()[0]}, status_code=422)
-        except Exception as e:
-            log.exception("%s: loading %s failed", versions.task, tag)
-            return JSONResponse({"error": f"loading failed: {type(e).__name__}"}, status_code=500)
         status = await asyncio.to_thread(versions.status)
         return Response(status.model_dump_json(), media_type="application/json")
 
     errors = {
         **ERROR_RESPONSES,
         404: {"model": ERROR_RESPONSES[400]["model"], "description": "No such version in the store"},
-        409: {"model": ERROR_RESPONSES[400]["model"], "description": "The version lacks its export yet"},
+        409: {"model": ERROR_RESPONSES[400]["model"], "description": "Its export has not landed, or a load is running"},
     }
     app.add_api_route(
         "/models",

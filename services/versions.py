@@ -35,19 +35,34 @@ class Incomplete(FileNotFoundError):
     """An entry that lacks a file its service needs (its export has not landed yet): tried again when it changes."""
 
 
+class NotInStore(LookupError):
+    """No store entry has the tag asked for (a version must be named in full)."""
+
+
+class Busy(RuntimeError):
+    """Another load is running (one at a time)."""
+
+
 @dataclass(eq=False)
 class Version:
     """One loaded version: the replica serving it, and the requests it is still answering."""
 
     replica: Any  # a TaskService with this version's model, pool and batcher
     tag: str
-    stamp: float  # its model.yaml's mtime when loaded (a changed file means new files: loaded again)
+    stamp: int  # its model.yaml's mtime (ns) when loaded (a changed file means new files: loaded again)
     loaded_at: float
     inflight: int = 0
     retired: bool = False
 
     def close(self) -> None:
-        self.replica.close_pipeline()
+        """Release the version: its batcher and threads, then every reference its replica holds (the replica and
+        its batcher refer to each other: without this the model would wait for a full garbage collection)."""
+        replica, self.replica = self.replica, None
+        if replica is None:
+            return
+        replica.close_pipeline()
+        if replica is not replica.versions.service:  # a copy (serve_self serves the service object itself)
+            replica.__dict__.clear()
 
 
 # --- what the management route and the 503 say -------------------------------------------------------------
@@ -90,9 +105,11 @@ class ModelsStatus(BaseModel):
 
 class PinRequest(BaseModel):
     tag: str = Field(
-        description="<task>:<version> to load and pin, or 'latest' to follow the newest entry again",
+        description="<task>:<version> (or the version alone, in full) to load and pin, or 'latest' to follow the "
+        "newest entry again",
         min_length=1,
         max_length=200,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*(:[A-Za-z0-9][A-Za-z0-9_.-]*)?$",
     )
 
 
@@ -112,14 +129,16 @@ class Versions:
     def __init__(self, service: Any, pinned: str | None, poll_s: float, build_status: str = "") -> None:
         self.service = service
         self.task: str = service.task
-        self.pinned = None if pinned in ("", "latest", self.task, f"{self.task}:latest") else pinned
+        self.pinned = (
+            None if pinned in ("", "latest", self.task, f"{self.task}:latest") else full_tag(self.task, pinned)
+        )
         self.poll_s = poll_s
         self.build_status = Path(build_status) if build_status else None
         self.serving: Version | None = None
         self.state = "waiting"
         self.last_error: LoadError | None = None
-        self.failed: dict[str, float] = {}  # tag -> the model.yaml mtime that failed (not tried again until it changes)
-        self.incomplete: dict[str, str] = {}  # tag -> what it lacks
+        self.failed: dict[str, int] = {}  # tag -> the model.yaml mtime that failed (not tried again until it changes)
+        self.incomplete: dict[tuple[str, int], str] = {}  # (tag, model.yaml mtime) -> what it lacks
         self.lock = threading.Lock()
         self.loading = threading.Lock()
         self.stopped = threading.Event()
@@ -145,12 +164,14 @@ class Versions:
 
     def start(self) -> None:
         """The first load (before the service reports ready), then the watcher."""
-        if self.service.answers_without_model:
-            self.install(self.service.replica(None), NO_MODEL, 0.0)
-        self.refresh()
-        if self.poll_s > 0:
-            self.watcher = threading.Thread(target=self.watch, name=f"{self.task}-versions", daemon=True)
-            self.watcher.start()
+        try:
+            if self.service.answers_without_model:
+                self.install(self.service.replica(None), NO_MODEL, 0)
+            self.refresh()
+        finally:  # whatever the first look found, later ones may find better
+            if self.poll_s > 0:
+                self.watcher = threading.Thread(target=self.watch, name=f"{self.task}-versions", daemon=True)
+                self.watcher.start()
 
     def watch(self) -> None:
         while not self.stopped.wait(self.poll_s):
@@ -159,10 +180,10 @@ class Versions:
             except Exception:  # the store itself unreadable: try again at the next poll
                 log.exception("%s: looking for a newer model failed", self.task)
 
-    def fingerprint(self) -> tuple | None:
+    def fingerprint(self) -> tuple[str, int] | None:
         """What changes when the wanted entry does: its version and its model.yaml's mtime, read without parsing
         anything (a look at the store costs microseconds, not the ~20 ms of reading an entry's YAML under the
-        GIL). None when it cannot be told cheaply: look properly."""
+        GIL). None when it cannot be told (no entry, or no ``latest`` pointer yet)."""
         from services.bentoml_private import model_store_dir
 
         name, _, version = (self.pinned or f"{self.task}:latest").partition(":")
@@ -170,44 +191,55 @@ class Versions:
         try:
             if version == "latest":
                 version = (folder / "latest").read_text().strip()
-            return version, (folder / version / "model.yaml").stat().st_mtime_ns
+            return f"{name}:{version}", (folder / version / "model.yaml").stat().st_mtime_ns
         except OSError:
             return None
 
     def refresh(self) -> None:
-        """Load the wanted entry if it is not the one serving (and did not fail as it is now)."""
-        seen = self.fingerprint()
-        if seen is not None and seen == self.seen:
+        """Load the wanted entry if it is not the one serving (and did not fail as it is now). Nothing happens
+        unless the fingerprint changed since the last complete look; a look during which it changed (an exporter
+        rewriting model.yaml) does not count, so the next one reads the entry again."""
+        before = self.fingerprint()
+        if before is not None and before == self.seen:
             return
         with self.loading:
-            self.seen = seen
             entry = self.wanted()
-            if entry is None:
+            if entry is None or self.fingerprint() != before:
                 return
-            tag, stamp = str(entry.tag), stamp_of(entry)
+            tag, stamp = before if before is not None else (str(entry.tag), stamp_of(entry))
             current = self.serving
-            if current is not None and current.tag == tag and current.stamp == stamp:
-                return
-            if self.failed.get(tag) == stamp or self.incomplete.get(tag + str(stamp)):
-                return
-            self._load(entry, stamp)
+            done = current is not None and (current.tag, current.stamp) == (tag, stamp)
+            if not done and self.failed.get(tag) != stamp and (tag, stamp) not in self.incomplete:
+                self._load(entry, stamp)
+            self.seen = before
 
     def pin(self, tag: str) -> None:
-        """Serve ``tag`` and stay on it (``latest``: follow the newest entry again). Raises what loading raised;
-        the version serving before keeps serving then."""
+        """Serve ``tag`` (``<task>:<version>`` or the version alone, in full) and stay on it; ``latest``: follow
+        the newest entry again. Raises :class:`NotInStore`, :class:`Busy`, or what loading raised (the version
+        serving before keeps serving then)."""
         from tasks.store import entry_for_task
 
-        with self.loading:
+        if not self.loading.acquire(blocking=False):
+            raise Busy("another version is being loaded; try again when it is done")
+        try:
             self.seen = None  # look properly at the next refresh
             if tag in ("latest", f"{self.task}:latest"):
                 self.pinned = None
             else:
-                entry = entry_for_task(self.task, tag if ":" in tag else f"{self.task}:{tag}")
+                tag = full_tag(self.task, tag)
+                try:
+                    entry = entry_for_task(self.task, tag)
+                except FileNotFoundError as e:
+                    raise NotInStore(str(e)) from None
+                if str(entry.tag) != tag:  # BentoML takes a prefix of a version: a pin names one exactly
+                    raise NotInStore(f"no model {tag!r} in the store (did you mean {entry.tag}?)")
                 stamp = stamp_of(entry)
                 current = self.serving
-                if current is None or current.tag != str(entry.tag) or current.stamp != stamp:
+                if current is None or (current.tag, current.stamp) != (tag, stamp):
                     self._load(entry, stamp, quiet=False)
-                self.pinned = str(entry.tag)
+                self.pinned = tag
+        finally:
+            self.loading.release()
         if self.pinned is None:
             self.refresh()
 
@@ -222,7 +254,7 @@ class Versions:
         except (NotFound, FileNotFoundError):
             return None
 
-    def _load(self, entry, stamp: float, quiet: bool = True) -> None:
+    def _load(self, entry, stamp: int, quiet: bool = True) -> None:
         from services.metrics import model_loaded
 
         tag = str(entry.tag)
@@ -234,7 +266,7 @@ class Versions:
         except Exception as e:
             reason = f"{type(e).__name__}: {e}".splitlines()[0]
             if isinstance(e, Incomplete):  # not a failure: the entry is still being written
-                self.incomplete[tag + str(stamp)] = reason
+                self.incomplete = {(tag, stamp): reason}  # only the newest matters
                 log.info("%s: %s not loaded yet: %s", self.task, tag, reason)
             else:
                 self.failed[tag] = stamp
@@ -251,7 +283,7 @@ class Versions:
         model_loaded(self.task, tag, "loaded")
         log.info("%s: serving %s (loaded and warmed up in %.1f s)", self.task, tag, time.perf_counter() - started)
 
-    def install(self, replica: Any, tag: str, stamp: float) -> None:
+    def install(self, replica: Any, tag: str, stamp: int) -> None:
         """Swap ``replica`` in; the old version is closed now if idle, else by its last request."""
         from services.metrics import model_serving
 
@@ -294,12 +326,18 @@ class Versions:
             known["elapsed_s"] = round(time.time() - entry["started"], 1)
         return BuildProgress(**known)
 
-    def status(self) -> ModelsStatus:
+    def summary(self) -> tuple[str, Version | None, BuildProgress | None]:
+        """(state, the version serving, the build's progress): cheap, nothing read but the build status file."""
         serving = self.serving
         build = self.build()
         state = self.state
         if state == "waiting" and build is not None and build.state != "done":
             state = "failed" if build.state == "failed" else "building"
+        return state, serving, build
+
+    def status(self) -> ModelsStatus:
+        """Everything ``GET /models`` shows (lists the store: not for the event loop)."""
+        state, serving, build = self.summary()
         return ModelsStatus(
             task=self.task,
             state=state,
@@ -336,7 +374,7 @@ class Versions:
         if self.last_error is not None:
             return f"no model: {self.last_error.tag} did not load: {self.last_error.reason}"
         if self.incomplete:
-            return f"no model yet: {next(reversed(self.incomplete.values()))}"
+            return f"no model yet: {next(iter(self.incomplete.values()))}"
         return (
             f"no model yet: the store has no {self.pinned or self.task} entry; build one with `python -m training.demo "
             f"{self.task}` (or `make models`) and it is loaded as soon as it lands"
@@ -365,10 +403,10 @@ class Versions:
         return rows
 
     def not_ready(self) -> tuple[str, int]:
-        """The 503 message and Retry-After (seconds) while no version serves."""
-        status = self.status()
-        retry = 60 if status.state == "failed" else max(1, min(30, round(self.poll_s * 2) or 10))
-        return status.detail, retry
+        """The 503 message and Retry-After (seconds) while no version serves (cheap enough for the event loop)."""
+        state, serving, build = self.summary()
+        retry = 60 if state == "failed" else max(1, min(30, round(self.poll_s * 2) or 10))
+        return self.detail(state, serving, build), retry
 
 
 def describe(build: BuildProgress) -> str:
@@ -385,11 +423,16 @@ def describe(build: BuildProgress) -> str:
     return ", ".join(parts)
 
 
-def stamp_of(entry) -> float:
+def stamp_of(entry) -> int:
     try:
-        return (Path(entry.path) / "model.yaml").stat().st_mtime
+        return (Path(entry.path) / "model.yaml").stat().st_mtime_ns
     except OSError:
-        return 0.0
+        return 0
+
+
+def full_tag(task: str, tag: str) -> str:
+    """``<task>:<version>`` of a tag given with or without its task."""
+    return tag if ":" in tag else f"{task}:{tag}"
 
 
 def shallow_replica(service: Any) -> Any:

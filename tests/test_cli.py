@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from benchmarks.server import ROOT
+from tasks import TASKS
 from tests.conftest import entry_metadata
 
 
@@ -75,3 +76,21 @@ def test_export_without_a_model_says_how_to_make_one(env):
 def test_serve_launcher_refuses_unknown_tasks(env):
     r = run("services", "nonsense", env=env)
     assert r.returncode == 2 and "unknown task" in r.stderr
+
+
+def test_demo_builds_run_fastest_first_and_a_failure_is_recorded_without_stopping_the_rest(env, tmp_path):
+    from training.demo import BUILD_MINUTES, build_order
+
+    assert build_order(["palette", "tumor", "malaria", "asr"]) == ["malaria", "asr", "tumor", "palette"]
+    assert build_order(["unmeasured", "thermal"]) == ["thermal", "unmeasured"]  # unknown build times go last
+    assert set(BUILD_MINUTES) >= set(TASKS)
+    status = tmp_path / "status.json"
+    flags = ("--train-args", "malaria=--epochs three", "--train-args", "thermal=--freeze most")
+    r = run("training.demo", "--status", str(status), *flags, "thermal", "malaria", env=env)
+    assert r.returncode == 1 and "demo builds failed: thermal, malaria" in r.stderr, r.stderr[-1500:]
+    doc = json.loads(status.read_text())
+    assert list(doc["tasks"]) == ["thermal", "malaria"]  # both tried, in build order
+    assert {s["state"] for s in doc["tasks"].values()} == {"failed"}
+    assert all("training failed" in s["reason"] for s in doc["tasks"].values())
+    r = run("training.demo", "--train-args", "nonsense=--epochs 1", env=env)
+    assert r.returncode == 2 and "expected TASK=FLAGS with a known task" in r.stderr

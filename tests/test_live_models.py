@@ -155,6 +155,11 @@ def test_pinned_versions_stay_until_pinned_again_and_latest_is_followed_after(st
             assert classify(c).json()["model"] == newest
             r = c.post("/v1/malaria/models", json={"tag": "malaria:nosuchversion"})
             assert r.status_code == 404 and "no model" in r.json()["error"]
+            r = c.post("/v1/malaria/models", json={"tag": base[: len("malaria:") + 4]})  # a prefix names no version
+            assert r.status_code == 404 and "did you mean" in r.json()["error"], r.text
+            for bad in ("malaria:", "../x", "malaria:a/b", "malaria:a:b"):
+                r = c.post("/v1/malaria/models", json={"tag": bad})
+                assert r.status_code == 422 and "tag" in r.json()["error"], (bad, r.text)
             assert c.post("/v1/malaria/models", content=b"x" * 10_000).status_code == 413
             assert c.post("/v1/malaria/models", json={"tig": "latest"}).status_code == 422
             assert classify(c).json()["model"] == newest  # none of that changed what serves

@@ -278,3 +278,49 @@ def test_text_must_be_unicode_scalar_values():
     with pytest.raises(InputError, match=r"lone surrogate \(U\+D800\) at character 4"):
         _text_of(b'{"text": "abc \\ud800 def"}', True, "text")
     assert _text_of(b'{"text": "pair \\ud83d\\ude00"}', True, "text")[0] == "pair \U0001f600"  # a pair is fine
+
+
+class Versioned(Fake):
+    """The fake model loadable from a (fake) store entry: each version a replica with its own model object."""
+
+    requires = ()
+
+    def load_model(self, entry) -> None:
+        self.model = Weights()
+
+
+class Weights:
+    """Stands for a loaded model (weakly referenceable: the test sees when the last reference goes)."""
+
+
+def fake_entry(tag: str):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(tag=tag, info=SimpleNamespace(metadata={"files": {}}))
+
+
+def test_a_swap_keeps_requests_on_their_version_and_releases_the_old_one_after_its_last_request():
+    import weakref
+
+    service = Versioned(delay_s=0.3)
+    versions = service.versions
+    two = service.replica(fake_entry("fake:2"))
+    versions.install(two, "fake:2", 1)
+    two_model = weakref.ref(two.model)
+    del two
+
+    async def main():
+        async with client_for(service) as c:
+            slow = asyncio.create_task(c.post("/one", files={"image": ("a.png", flat(7))}))
+            await asyncio.sleep(0.1)  # inside fake:2's model call
+            versions.install(service.replica(fake_entry("fake:3")), "fake:3", 2)
+            assert two_model() is not None  # still answering
+            after = await c.post("/one", files={"image": ("b.png", flat(8))})
+            return await slow, after
+
+    slow, after = run(main())
+    assert slow.status_code == 200 and slow.json()["model"] == "fake:2" and slow.json()["values"] == [7.0]
+    assert after.status_code == 200 and after.json()["model"] == "fake:3" and after.json()["values"] == [8.0]
+    assert two_model() is None  # released with its last request, without waiting for a garbage collection
+    assert versions.serving.tag == "fake:3" and versions.serving.inflight == 0
+    versions.stop()

@@ -74,6 +74,20 @@ class Status:
         os.replace(tmp, self.path)
 
 
+def abandon(path: Path, reason: str) -> None:
+    """Mark every build of the status file at ``path`` that had not finished as failed (the builder died)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    status = Status(None, [])
+    status.path, status.doc = path, doc
+    for state in doc.get("tasks", {}).values():
+        if state.get("state") not in ("done", "failed"):
+            state.update(state="failed", reason=reason)
+    status.save()
+
+
 def build(task: str, train_args: list[str], status: Status) -> bool:
     """Train and export ``task``'s demo model; the state and any failure's reason go to ``status``."""
     from exporters.__main__ import main as export_main
@@ -90,7 +104,7 @@ def build(task: str, train_args: list[str], status: Status) -> bool:
         status.set(task, state="exporting")
         if export_main([task, "--format", TASKS[task].export_format]) != 0:
             raise RuntimeError("the export failed its parity check or could not run (the build log says why)")
-    except Exception as e:  # one task's failure does not stop the others
+    except (Exception, SystemExit) as e:  # one task's failure (argparse exits on bad flags) does not stop the others
         traceback.print_exc()
         status.set(task, state="failed", reason=f"{type(e).__name__}: {e}".splitlines()[0], finished=time.time())
         return False

@@ -83,6 +83,7 @@ function dropZone(zone) {
   zone.addEventListener("drop", (e) => {
     e.preventDefault();
     zone.classList.remove("over");
+    if (input.disabled) return; // its model is not loaded yet
     input.files = e.dataTransfer.files;
     input.dispatchEvent(new Event("change"));
   });
@@ -250,7 +251,7 @@ async function watchModel(name) {
   let text;
   try {
     const response = await fetch(`/v1/${name}/models`, { headers });
-    const data = await response.json();
+    const data = await response.json().catch(() => ({}));
     if (response.status === 401) {
       $("key-row").hidden = false;
       text = "Enter the API key above to see this model's state.";
