@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -59,9 +60,15 @@ def sample_request(c: httpx.Client, task: str) -> httpx.Response:
 
 
 def run(
-    tasks: list[str], train_args: list[str], timeout_s: float, home: Path, poll_s: float = 5.0
+    tasks: list[str],
+    train_args: list[str],
+    timeout_s: float,
+    home: Path,
+    poll_s: float = 5.0,
+    on_change: Callable[[list[Timeline], dict], None] | None = None,
 ) -> tuple[list[Timeline], dict]:
-    """Launch the suite over the store at ``home`` and follow every task until it answered or ``timeout_s``."""
+    """Launch the suite over the store at ``home`` and follow every task until it serves a trained model or
+    ``timeout_s``; ``on_change(timelines, build status)`` after every change (a report that survives a stop)."""
     port = free_port()
     build_dir = home / "build"
     cmd = [sys.executable, "-m", "services", "--port", str(port), "--build-dir", str(build_dir), *tasks]
@@ -77,16 +84,25 @@ def run(
             while time.monotonic() - start < timeout_s and any(t.trained_s is None for t in lines.values()):
                 if proc.poll() is not None:
                     raise RuntimeError(f"python -m services exited with {proc.returncode} (log: {home / 'serve.log'})")
+                before = [asdict(t) for t in lines.values()]
                 for t in lines.values():
                     if t.trained_s is None:
                         follow(c, t, start)
+                if on_change is not None and [asdict(t) for t in lines.values()] != before:
+                    on_change(list(lines.values()), read_status(build_dir))
                 time.sleep(poll_s)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(60)
         log.close()
-    status = json.loads((build_dir / "status.json").read_text()) if (build_dir / "status.json").exists() else {}
-    return list(lines.values()), status
+    return list(lines.values()), read_status(build_dir)
+
+
+def read_status(build_dir: Path) -> dict:
+    try:
+        return json.loads((build_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def follow(c: httpx.Client, t: Timeline, start: float) -> None:
@@ -159,13 +175,18 @@ def main(argv: list[str] | None = None) -> int:
     tasks = [t for t in args.tasks.split(",") if t]
     if unknown := sorted(set(tasks) - set(TASKS)):
         parser.error(f"unknown task(s) {', '.join(unknown)}")
-    with tempfile.TemporaryDirectory(prefix="first-answer-") as tmp:
-        lines, status = run(tasks, args.train_args, args.timeout_min * 60, Path(tmp))
-    doc, md = report(lines, status, args.train_args)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "first-answer-cpu.json").write_text(json.dumps(doc, indent=2) + "\n")
-    (args.out / "first-answer-cpu.md").write_text(md)
-    print(md)
+
+    def write(lines: list[Timeline], status: dict) -> str:
+        doc, md = report(lines, status, args.train_args)
+        (args.out / "first-answer-cpu.json").write_text(json.dumps(doc, indent=2) + "\n")
+        (args.out / "first-answer-cpu.md").write_text(md)
+        return md
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a stop still stops the suite it started
+    with tempfile.TemporaryDirectory(prefix="first-answer-") as tmp:
+        lines, status = run(tasks, args.train_args, args.timeout_min * 60, Path(tmp), on_change=write)
+    print(write(lines, status))
     return 0 if all(t.trained_s is not None for t in lines) else 1
 
 
