@@ -191,7 +191,7 @@ class TaskService(ModelService):
         """Serve this object's model as it is (already loaded; tests and tools that load by hand)."""
         self.flow = getattr(self, "flow", None) or Flow()
         self.versions = Versions(self, self.tag, 0, "")
-        self.versions.install(self, self.tag, 0.0)
+        self.versions.install(self, self.tag, 0)
 
     def start_pipeline(self) -> None:
         """The worker threads and the batcher around the loaded model, warmed up."""
@@ -207,7 +207,11 @@ class TaskService(ModelService):
             on_queue=queue_observer(self.task),
             **self.batch_functions(),
         )
-        self.warm_up()  # before reporting ready: the first request must not pay for lazy initialisation
+        try:
+            self.warm_up()  # before reporting ready: the first request must not pay for lazy initialisation
+        except BaseException:  # a version that fails its warm-up leaves no threads behind
+            self.close_pipeline()
+            raise
 
     def close_pipeline(self) -> None:
         """Release this version: its batcher and worker threads (its model goes with the last reference)."""
