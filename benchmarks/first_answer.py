@@ -184,8 +184,12 @@ def main(argv: list[str] | None = None) -> int:
         return md
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a stop still stops the suite it started
-    with tempfile.TemporaryDirectory(prefix="first-answer-") as tmp:
-        lines, status = run(tasks, args.train_args, args.timeout_min * 60, Path(tmp), on_change=write)
+    try:
+        with tempfile.TemporaryDirectory(prefix="first-answer-") as tmp:
+            lines, status = run(tasks, args.train_args, args.timeout_min * 60, Path(tmp), on_change=write)
+    except KeyboardInterrupt:  # stopped early: the report holds what was seen until then
+        print(f"stopped; {args.out / 'first-answer-cpu.md'} holds what was seen until now", file=sys.stderr)
+        return 130
     print(write(lines, status))
     return 0 if all(t.trained_s is not None for t in lines) else 1
 
