@@ -25,10 +25,10 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.gateway import payloads
 from benchmarks.server import ROOT, free_port
 from services.versions import NO_MODEL
-from tasks import TASKS, get_task
-from tasks.kinds import kind_of
+from tasks import TASKS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -44,19 +44,18 @@ class Timeline:
     last: str = ""  # the last state's detail
 
 
-BODIES: dict[str, bytes] = {}
+SAMPLES: dict[str, tuple[str, bytes, str | None, str]] = {}
 
 
 def sample_request(c: httpx.Client, task: str) -> httpx.Response:
-    spec = get_task(task)
-    sample = kind_of(spec).sample
-    if task not in BODIES:
-        BODIES[task] = sample.make(spec)[0]
-    body = BODIES[task]
-    path = f"/v1/{task}/{sample.route}"
-    if sample.field:
-        return c.post(path, files={sample.field: ("sample", body, sample.content_type)})
-    return c.post(path, content=body, headers={"content-type": sample.content_type})
+    """The task's kind's sample request (what the gateway benchmark sends: ``benchmarks.gateway.payloads``)."""
+    if task not in SAMPLES:
+        route, bodies, field, ctype = payloads(task)
+        SAMPLES[task] = route, bodies[0], field, ctype
+    route, body, field, ctype = SAMPLES[task]
+    if field:
+        return c.post(f"/v1/{task}/{route}", files={field: ("sample", body, ctype)})
+    return c.post(f"/v1/{task}/{route}", content=body, headers={"content-type": ctype})
 
 
 def run(

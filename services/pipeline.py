@@ -17,6 +17,7 @@ Per-request state lives in the :class:`Prepared` object only: nothing a request 
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +42,7 @@ from services.http import (
 )
 from services.lifecycle import ModelService, log
 from services.metrics import observer, overloaded, queue_observer, rejected
-from services.versions import NO_MODEL, Incomplete, Versions, shallow_replica
+from services.versions import NO_MODEL, Incomplete, Versions
 from tasks.images import Budget, InputError
 
 MODEL_FAILED = "the server failed on this request (its log says why); the request itself was well-formed"
@@ -153,7 +154,6 @@ class TaskService(ModelService):
 
     routes: ClassVar[tuple[Route, ...]] = ()
     args: ClassVar[CommonArgs]
-    model_tag: ClassVar[str]
     requires: ClassVar[tuple[str, ...]] = ("model.onnx",)  # store files the service cannot run without
     export_hint: ClassVar[str] = "onnx"
     batch_limit: ClassVar[int] = 0  # most items per model call whatever max_batch_size says (0: no such limit)
@@ -172,7 +172,7 @@ class TaskService(ModelService):
 
     def replica(self, entry) -> TaskService:
         """A copy of this service serving ``entry`` (None: the routes that need no model), loaded and warmed up."""
-        replica = shallow_replica(self)
+        replica = copy.copy(self)  # its own attributes from here on; shared objects (args, flow) stay shared
         if entry is None:
             replica.tag = NO_MODEL
         else:
@@ -584,7 +584,6 @@ def make_service(cls: type[TaskService], name: str, description: str, args: Comm
             "__module__": cls.__module__,
             "task": name,
             "args": args,
-            "model_tag": tag,
             **declared_model(tag),
             "shutdown": bentoml.on_shutdown(lambda self: TaskService.shutdown(self)),
             **attrs,

@@ -14,7 +14,6 @@ batcher, so every request runs start to end on the version it started on (its an
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import threading
@@ -50,7 +49,6 @@ class Version:
     replica: Any  # a TaskService with this version's model, pool and batcher
     tag: str
     stamp: int  # its model.yaml's mtime (ns) when loaded (a changed file means new files: loaded again)
-    loaded_at: float
     inflight: int = 0
     retired: bool = False
 
@@ -287,7 +285,7 @@ class Versions:
         """Swap ``replica`` in; the old version is closed now if idle, else by its last request."""
         from services.metrics import model_serving
 
-        version = Version(replica, tag, stamp, time.time())
+        version = Version(replica, tag, stamp)
         with self.lock:
             old, self.serving = self.serving, version
             close = False
@@ -433,9 +431,3 @@ def stamp_of(entry) -> int:
 def full_tag(task: str, tag: str) -> str:
     """``<task>:<version>`` of a tag given with or without its task."""
     return tag if ":" in tag else f"{task}:{tag}"
-
-
-def shallow_replica(service: Any) -> Any:
-    """A copy of ``service`` to load a version into (the copy's attributes are its own; shared objects stay
-    shared: the arguments, the admission flow)."""
-    return copy.copy(service)

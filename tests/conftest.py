@@ -177,3 +177,13 @@ def entry_metadata(env: dict[str, str], tag: str) -> dict:
         check=True,
     )
     return json.loads(out.stdout)["metadata"]
+
+
+def model_batch_counts(metrics: str, task: str) -> tuple[float, float]:
+    """(model calls, calls with one item) of ``task``'s trained model versions, from a ``/metrics`` text."""
+    import re
+
+    version = rf'task="{task}",version="{task}:[^"]+"'
+    count = sum(float(v) for v in re.findall(rf"^model_batch_size_count\{{{version}\}} (\S+)", metrics, re.M))
+    ones = sum(float(v) for v in re.findall(rf'^model_batch_size_bucket\{{le="1.0",{version}\}} (\S+)', metrics, re.M))
+    return count, ones

@@ -94,3 +94,14 @@ def test_demo_builds_run_fastest_first_and_a_failure_is_recorded_without_stoppin
     assert all("training failed" in s["reason"] for s in doc["tasks"].values())
     r = run("training.demo", "--train-args", "nonsense=--epochs 1", env=env)
     assert r.returncode == 2 and "expected TASK=FLAGS with a known task" in r.stderr
+
+
+def test_a_dead_builder_leaves_no_task_building_for_ever(tmp_path):
+    from training.demo import Status, abandon
+
+    path = tmp_path / "status.json"
+    Status(path, ["thermal", "malaria"]).set("thermal", state="done")
+    abandon(path, "the build process exited with -9")
+    tasks = json.loads(path.read_text())["tasks"]
+    assert tasks["thermal"] == {"state": "done"} and tasks["malaria"]["state"] == "failed"
+    assert tasks["malaria"]["reason"] == "the build process exited with -9"

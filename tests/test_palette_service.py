@@ -16,7 +16,7 @@ from PIL import Image
 
 from benchmarks.server import start_server, stop_server
 from tasks import palette as P
-from tests.conftest import entry_metadata, png_bytes
+from tests.conftest import entry_metadata, model_batch_counts, png_bytes
 from training.datasets import swatches
 
 pytestmark = pytest.mark.http
@@ -115,16 +115,7 @@ def test_concurrent_generator_requests_are_batched_and_answered_correctly(client
 
 
 def batch_counts(client) -> tuple[float, float]:
-    text = client.get("/metrics").text
-    count = float(
-        re.search(r'^model_batch_size_count\{task="palette",version="palette:[^"]+"\} (\S+)', text, re.M).group(1)
-    )
-    ones = float(
-        re.search(
-            r'^model_batch_size_bucket\{le="1.0",task="palette",version="palette:[^"]+"\} (\S+)', text, re.M
-        ).group(1)
-    )
-    return count, ones
+    return model_batch_counts(client.get("/metrics").text, "palette")
 
 
 GOOD = png_bytes(np.full((32, 32, 3), 128, np.uint8))

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from tasks.images import decode_image, preprocess
-from tests.conftest import png_bytes
+from tests.conftest import model_batch_counts, png_bytes
 
 pytestmark = pytest.mark.http
 CLASSIFY, BATCH = "/v1/malaria/classify", "/v1/malaria/classify/batch"
@@ -136,16 +136,7 @@ def test_concurrent_requests_get_their_own_answers_and_are_batched(client, cells
 
 
 def batch_counts(client) -> tuple[float, float]:
-    text = client.get("/metrics").text
-    count = float(
-        re.search(r'^model_batch_size_count\{task="malaria",version="malaria:[^"]+"\} (\S+)', text, re.M).group(1)
-    )
-    ones = float(
-        re.search(
-            r'^model_batch_size_bucket\{le="1.0",task="malaria",version="malaria:[^"]+"\} (\S+)', text, re.M
-        ).group(1)
-    )
-    return count, ones
+    return model_batch_counts(client.get("/metrics").text, "malaria")
 
 
 BIG = png_bytes((np.random.default_rng(0).random((900, 900, 3)) * 255).astype(np.uint8))  # ~2.4 MB, over 2 MB

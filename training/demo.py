@@ -56,9 +56,9 @@ def build_order(tasks: list[str]) -> list[str]:
 class Status:
     """The build's state, rewritten whole (atomically: a reader never sees half a file) at every change."""
 
-    def __init__(self, path: str | None, tasks: list[str]) -> None:
+    def __init__(self, path: str | Path | None, tasks: list[str], doc: dict | None = None) -> None:
         self.path = Path(path) if path else None
-        self.doc = {"started": time.time(), "tasks": {t: {"state": "queued"} for t in tasks}}
+        self.doc = doc or {"started": time.time(), "tasks": {t: {"state": "queued"} for t in tasks}}
         self.save()
 
     def set(self, task: str, **fields: object) -> None:
@@ -80,12 +80,10 @@ def abandon(path: Path, reason: str) -> None:
         doc = json.loads(path.read_text())
     except (OSError, ValueError):
         return
-    status = Status(None, [])
-    status.path, status.doc = path, doc
     for state in doc.get("tasks", {}).values():
         if state.get("state") not in ("done", "failed"):
             state.update(state="failed", reason=reason)
-    status.save()
+    Status(path, [], doc)  # written back
 
 
 def build(task: str, train_args: list[str], status: Status) -> bool:
