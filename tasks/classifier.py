@@ -1,7 +1,9 @@
-"""Model construction for image classification tasks (torchvision backbones) and Grad-CAM.
+"""Model construction for image classification tasks (torchvision and timm backbones) and Grad-CAM.
 
 One function builds any supported backbone with the task's number of classes, so training, export and serving
-rebuild the same network from the arguments a checkpoint carries.
+rebuild the same network from the arguments a checkpoint carries. ``efficientnet_lite0`` is timm's
+``tf_efficientnet_lite0``, the network whose ImageNet weights ship in a package (training/pretrained.py); the
+others are torchvision's.
 """
 
 from __future__ import annotations
@@ -16,15 +18,21 @@ from torch import nn
 
 from tasks.spec import ImageClassifierSpec
 
-BACKBONES = ("efficientnet_b0", "mobilenet_v2", "mobilenet_v3_large", "resnet50", "densenet121")
+TIMM_BACKBONES = {"efficientnet_lite0": "tf_efficientnet_lite0"}
+BACKBONES = ("efficientnet_lite0", "efficientnet_b0", "mobilenet_v2", "mobilenet_v3_large", "resnet50", "densenet121")
 FREEZE_STRATEGIES = ("none", "half", "head")
 
 
 def build_model(backbone: str, num_classes: int) -> nn.Module:
-    """A torchvision backbone with a fresh ``num_classes`` head. Weights are random."""
+    """A torchvision or timm backbone with a fresh ``num_classes`` head. Weights are random."""
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
-    model = getattr(torchvision.models, backbone)(weights=None, num_classes=num_classes)
+    if backbone in TIMM_BACKBONES:
+        import timm
+
+        model = timm.create_model(TIMM_BACKBONES[backbone], pretrained=False, num_classes=num_classes)
+    else:
+        model = getattr(torchvision.models, backbone)(weights=None, num_classes=num_classes)
     # torchvision scales the head's init by 1/sqrt(num_classes): right for 1000 classes, but with two it starts
     # with logits of magnitude ~7 and a loss of ~2. Start the head near zero instead.
     last = [m for m in head(model).modules() if isinstance(m, nn.Linear)][-1]
@@ -38,21 +46,29 @@ def head(model: nn.Module) -> nn.Module:
     return model.fc if hasattr(model, "fc") else model.classifier
 
 
+def _is_timm(model: nn.Module) -> bool:
+    return hasattr(model, "forward_features") and hasattr(model, "conv_stem")
+
+
 def feature_blocks(model: nn.Module) -> list[nn.Module]:
     """The backbone's feature stages in input-to-output order (what freezing strategies count)."""
+    if _is_timm(model):  # stem, the seven stages, the 1x1 head convolution: as torchvision's EfficientNet counts
+        return [nn.ModuleList([model.conv_stem, model.bn1]), *model.blocks, nn.ModuleList([model.conv_head, model.bn2])]
     if hasattr(model, "features"):  # efficientnet, mobilenet, densenet
         return list(model.features.children())
     return [model.conv1, model.bn1, model.layer1, model.layer2, model.layer3, model.layer4]  # resnet
 
 
-def load_pretrained(model: nn.Module, path: str | Path) -> list[str]:
-    """Load a standard torchvision ImageNet weight file into the backbone; the head stays fresh.
+def load_pretrained(model: nn.Module, weights: str | Path | dict) -> list[str]:
+    """Load ImageNet weights (a standard torchvision / timm weight file, or its ``state_dict``) into the backbone;
+    the head stays fresh.
 
-    Returns the names of parameters that were not loaded (the head). Fails if the file does not fit.
+    Returns the names of parameters that were not loaded (the head). Fails if the weights do not fit.
     """
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
+    state = weights if isinstance(weights, dict) else torch.load(weights, map_location="cpu", weights_only=True)
+    if "state_dict" in state:
         state = state["state_dict"]
+    path = "the weights" if isinstance(weights, dict) else weights
     head_names = {f"{n}" for n, _ in model.named_parameters() if _is_head(model, n)}
     own = model.state_dict()
     kept = {k: v for k, v in state.items() if k in own and k not in head_names and own[k].shape == v.shape}
@@ -107,6 +123,8 @@ def from_checkpoint(path: str | Path) -> nn.Module:
 
 def feature_map(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The last feature block's output (N, C, h, w): what Grad-CAM weighs."""
+    if _is_timm(model):
+        return model.forward_features(x)
     if hasattr(model, "features"):  # efficientnet, mobilenet, densenet
         return model.features(x)
     for layer in (model.conv1, model.bn1, model.relu, model.maxpool, model.layer1, model.layer2, model.layer3):
@@ -116,6 +134,8 @@ def feature_map(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def head_logits(model: nn.Module, fmap: torch.Tensor) -> torch.Tensor:
     """The rest of the network after :func:`feature_map`: (N, C, h, w) -> (N, classes) logits."""
+    if _is_timm(model):
+        return model.forward_head(fmap)
     if isinstance(model, torchvision.models.DenseNet):
         fmap = nn.functional.relu(fmap)
     pooled = torch.flatten(nn.functional.adaptive_avg_pool2d(fmap, 1), 1)

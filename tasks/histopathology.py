@@ -13,11 +13,20 @@ from tasks.spec import ImageClassifierSpec
 HISTOPATHOLOGY = ImageClassifierSpec(
     name="histopathology",
     labels=("benign", "grade3", "grade4", "grade5"),
-    description="H&E prostate tissue tile -> benign / Gleason grade 3 / 4 / 5 (MobileNetV2, Grad-CAM).",
+    description="H&E prostate tissue tile -> benign / Gleason grade 3 / 4 / 5 (MobileNetV2 from ImageNet, Grad-CAM).",
     synthetic="training.datasets.histology:generate",
     title="Prostate tissue",
     heading="Gleason grade of prostate tissue tiles",
     backbone="mobilenet_v2",
     input_size=128,
-    train_defaults={"synthetic": 2400, "epochs": 8, "batch_size": 32, "lr": 2e-3, "freeze": "none"},
+    shifts=("stain", "blur", "scale"),
+    train_defaults={
+        "synthetic": 2400,
+        "epochs": 8,
+        "batch_size": 32,
+        "lr": 2e-3,
+        "freeze": "none",
+        "pretrained": "imagenet",
+        "random_baseline": True,
+    },
 )

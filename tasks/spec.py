@@ -41,6 +41,8 @@ class ImageClassifierSpec:
     export_atol_fp16: float = 2e-2  # TensorRT / fp16 engines
     # Smallest image side accepted at serving time; smaller crops carry no usable signal.
     min_side: int = 16
+    # The shifted held-out set's shifts (training/datasets/shift.py): ranges training never saw.
+    shifts: tuple[str, ...] = ("illumination", "blur")
     # Demo-model training defaults (overridable from the CLI / YAML).
     train_defaults: dict[str, Any] = field(default_factory=dict)
 

@@ -11,12 +11,21 @@ from tasks.spec import ImageClassifierSpec
 THERMAL = ImageClassifierSpec(
     name="thermal",
     labels=("normal", "abnormal"),
-    description="Frontal breast thermogram -> normal / abnormal (MobileNetV2, Grad-CAM).",
+    description="Frontal breast thermogram -> normal / abnormal (MobileNetV2 from ImageNet, Grad-CAM).",
     synthetic="training.datasets.thermal:generate",
     title="Breast thermogram",
     heading="Breast thermograms: normal or abnormal",
     backbone="mobilenet_v2",
     input_size=128,
     positive_label="abnormal",
-    train_defaults={"synthetic": 1600, "epochs": 8, "batch_size": 32, "lr": 2e-3, "patience": 3},
+    shifts=("illumination", "blur"),
+    train_defaults={
+        "synthetic": 1600,
+        "epochs": 8,
+        "batch_size": 32,
+        "lr": 2e-3,
+        "patience": 3,
+        "pretrained": "imagenet",
+        "random_baseline": True,
+    },
 )

@@ -14,11 +14,15 @@ import torch
 from exporters.onnx import export_onnx, validate_onnx
 from exporters.validate import ParityError, check_parity, model_inputs, validation_images
 from tasks import get_task
-from tasks.classifier import build_model
+from tasks.classifier import build_model, head
 from tests.conftest import ROOT, entry_metadata
 
 SPEC = get_task("malaria")
 META = {"input_size": 64, "normalization": {"mean": list(SPEC.mean), "std": list(SPEC.std)}}
+
+
+def last_linear(model: torch.nn.Module) -> torch.nn.Linear:
+    return [m for m in head(model).modules() if isinstance(m, torch.nn.Linear)][-1]
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +30,7 @@ def model():
     torch.manual_seed(0)
     m = build_model(SPEC.backbone, SPEC.num_classes)
     # Make the head matter so that probabilities are not all ~0.5 (a parity check on a flat model proves little).
-    torch.nn.init.normal_(m.classifier[1].weight, std=0.5)
+    torch.nn.init.normal_(last_linear(m).weight, std=0.5)
     return m.eval()
 
 
@@ -50,7 +54,7 @@ def test_parity_check_fails_loudly_on_a_different_model(model, tmp_path):
     tampered = build_model(SPEC.backbone, SPEC.num_classes).eval()
     tampered.load_state_dict(model.state_dict())
     with torch.no_grad():
-        tampered.classifier[1].bias += torch.tensor([0.3, -0.3])
+        last_linear(tampered).bias += torch.tensor([0.3, -0.3])
     x = model_inputs(SPEC, META, validation_images(SPEC, None, 4, seed=5))
     with pytest.raises(ParityError, match="disagrees with PyTorch"):
         validate_onnx(tampered, path, x, SPEC.export_atol)

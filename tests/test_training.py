@@ -206,3 +206,4 @@ def test_freezing_comparison_trains_each_strategy_from_the_same_start(tmp_path):
     assert rows["none"]["trainable_params"] > rows["half"]["trainable_params"] > rows["head"]["trainable_params"]
     assert all(0 <= r["accuracy"] <= 1 and r["test_size"] == 8 for r in rows.values())
     assert "| head |" in markdown(doc) and "start.pt" in markdown(doc)
+    assert all(0 <= r["shifted_accuracy"] <= 1 and r["seconds_per_epoch"] > 0 for r in rows.values())

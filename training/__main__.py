@@ -65,7 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         result.cleanup()
     keys = kind.reported_metrics
-    print(json.dumps({"tag": tag, "test": {k: result.metrics[k] for k in keys if k in result.metrics}}, indent=2))
+    report = {"tag": tag, "test": {k: result.metrics[k] for k in keys if k in result.metrics}}
+    if shifted := getattr(result, "shifted_metrics", None):  # classifiers: the shifted held-out set too
+        report["shifted"] = {k: shifted[k] for k in keys if k in shifted}
+    if baseline := getattr(result, "baseline", None):
+        report["random_init"] = {
+            "test": {k: baseline.metrics[k] for k in keys if k in baseline.metrics},
+            "shifted": {k: baseline.shifted_metrics[k] for k in keys if k in baseline.shifted_metrics},
+        }
+    print(json.dumps(report, indent=2))
     return 0
 
 

@@ -1,6 +1,10 @@
 """Image classification training for any :class:`~tasks.spec.ImageClassifierSpec` task.
 
-Data (synthetic or class-per-folder) -> stratified split -> the shared fit loop -> held-out metrics.
+Data (synthetic or class-per-folder) -> stratified split -> the shared fit loop -> held-out metrics, on the usual
+held-out split and on the same images shifted outside training's ranges (training/datasets/shift.py). Training
+starts from the packaged ImageNet weights of the backbone (``--pretrained imagenet``, training/pretrained.py), a
+weight file, or random weights (``--pretrained none``); ``--random-baseline true`` also trains the same network
+from random weights on the same data and budget and records it beside.
 Images are resized once with the serving transform (:func:`tasks.images.resize`) and kept as uint8 in memory;
 augmentation (flips, right-angle turns, brightness / contrast) runs on those, then :func:`tasks.images.normalize`.
 """
@@ -8,7 +12,7 @@ augmentation (flips, right-angle turns, brightness / contrast) runs on those, th
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -21,6 +25,7 @@ from tasks.images import normalize, resize, to_rgb
 from tasks.spec import ImageClassifierSpec, resolve
 from training.config import TrainConfig
 from training.datasets import folder
+from training.datasets.shift import shifted
 from training.fit import FitResult, fit, pick_device, schedule
 from training.metrics import classification_metrics
 
@@ -130,26 +135,51 @@ def predict_proba(
 class TrainResult:
     model: torch.nn.Module
     fit: FitResult
-    metrics: dict
+    metrics: dict  # on the usual held-out split
+    shifted_metrics: dict  # on the same images shifted outside training's ranges
     data: Data
     input_size: int
     frozen_blocks: int
+    pretrained: dict | None  # where the starting weights came from (None: random)
+    baseline: TrainResult | None = None  # the random-init twin (--random-baseline)
 
     def cleanup(self) -> None:
         """Nothing on disk to remove: classifier data stays in memory."""
 
 
-def train(spec: ImageClassifierSpec, cfg: TrainConfig) -> TrainResult:
-    """Fit ``spec``'s backbone on the configured data and measure it on the held-out test split."""
+def initial_weights(model: torch.nn.Module, spec: ImageClassifierSpec, cfg: TrainConfig) -> dict | None:
+    """Load the configured starting weights into ``model``'s backbone; returns what the store entry records of
+    them (None for random weights)."""
+    if cfg.pretrained is None:
+        return None
+    if cfg.pretrained == "imagenet":
+        from training.pretrained import imagenet
+
+        state, source = imagenet(spec.backbone)
+        if (tuple(source["mean"]), tuple(source["std"])) != (tuple(spec.mean), tuple(spec.std)):
+            raise ValueError(
+                f"{spec.name} normalises with mean {spec.mean} / std {spec.std}, but the {spec.backbone} ImageNet "
+                f"weights expect mean {tuple(source['mean'])} / std {tuple(source['std'])}: set them in its spec"
+            )
+    else:
+        from tasks.store import sha256_file
+
+        state, source = cfg.pretrained, {"file": cfg.pretrained, "sha256": sha256_file(cfg.pretrained)}
+    arch.load_pretrained(model, state)
+    return source
+
+
+def train(spec: ImageClassifierSpec, cfg: TrainConfig, data: Data | None = None) -> TrainResult:
+    """Fit ``spec``'s backbone on the configured data and measure it on the held-out test split, as it is and
+    shifted (``data``: splits already loaded, for the random-init twin)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
     size = cfg.input_size or spec.input_size
-    data = load_data(spec, cfg, size)
+    data = data or load_data(spec, cfg, size)
     model = arch.build_model(spec.backbone, spec.num_classes)
-    if cfg.pretrained:
-        arch.load_pretrained(model, cfg.pretrained)
+    source = initial_weights(model, spec, cfg)
     frozen = arch.freeze(model, cfg.freeze)
     frozen_blocks = arch.feature_blocks(model)[:frozen]
     model.to(device)
@@ -175,4 +205,9 @@ def train(spec: ImageClassifierSpec, cfg: TrainConfig) -> TrainResult:
     )
     probs = predict_proba(model, data.test.x, spec, device)
     metrics = classification_metrics(data.test.y, probs, spec.labels, spec.positive_label)
-    return TrainResult(model.cpu().eval(), result, metrics, data, size, frozen)
+    shifted_probs = predict_proba(model, shifted(data.test.x, spec.shifts, cfg.test_seed + 1), spec, device)
+    shifted_metrics = classification_metrics(data.test.y, shifted_probs, spec.labels, spec.positive_label)
+    out = TrainResult(model.cpu().eval(), result, metrics, shifted_metrics, data, size, frozen, source)
+    if cfg.random_baseline and cfg.pretrained is not None:
+        out.baseline = train(spec, replace(cfg, pretrained=None, random_baseline=False), data)
+    return out

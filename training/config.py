@@ -26,7 +26,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_fraction: float = 0.15
     freeze: str = "none"  # none | half | head (classifiers); none | encoder (speech)
-    pretrained: str | None = None  # torchvision ImageNet weight file
+    pretrained: str | None = None  # classifiers: imagenet (the packaged weights), a weight file, or none (random)
+    random_baseline: bool = False  # classifiers: also train from random weights, same data and budget; record both
     patience: int = 3  # early stopping on validation loss
     val_fraction: float = 0.15
     test_fraction: float = 0.15  # real data: stratified share held out for the test metrics
@@ -105,5 +106,5 @@ def validate(config: TrainConfig) -> None:
         raise ValueError("val_fraction must be in (0, 0.5) and test_fraction in [0, 0.5)")
     if config.epochs < 1 or config.batch_size < 1:
         raise ValueError("epochs and batch_size must be at least 1")
-    if config.pretrained is not None and not Path(config.pretrained).is_file():
-        raise ValueError(f"pretrained weight file not found: {config.pretrained}")
+    if config.pretrained not in (None, "imagenet") and not Path(config.pretrained).is_file():
+        raise ValueError(f"pretrained: expected imagenet, none or a weight file; not found: {config.pretrained}")

@@ -1,10 +1,11 @@
-"""``python -m training.freezing <task> [--pretrained FILE] [--key value ...]``: the seed study's layer-freezing
-comparison, for any image-classification task.
+"""``python -m training.freezing <task> [--pretrained imagenet|FILE|none] [--key value ...]``: the seed study's
+layer-freezing comparison, for any image-classification task.
 
 Trains the task's classifier once per strategy (``none``: train everything; ``half``: the first half of the
-feature blocks frozen; ``head``: only the head trains) from the same starting weights, data, seed and budget
-(the flags are those of ``python -m training``; ``--freeze`` is what varies), measures each on the same held-out
-split, and writes ``benchmarks/results/freezing-<task>.{json,md}``. Nothing goes to the model store.
+feature blocks frozen; ``head``: only the head trains) from the same starting weights (the task's default: its
+backbone's packaged ImageNet weights), data, seed and budget (the flags are those of ``python -m training``;
+``--freeze`` is what varies), measures each on the same held-out split and its shifted copy, and writes
+``benchmarks/results/freezing-<task>.{json,md}``. Nothing goes to the model store.
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ def compare(argv: list[str]) -> dict:
     if kind_of(spec) is not IMAGE_CLASSIFICATION:  # the study varies the classifier's feature-block freezing
         raise SystemExit(f"error: {task} is not an {IMAGE_CLASSIFICATION.name} task")
     train = resolve(IMAGE_CLASSIFICATION.trainer)
-    rows = []
+    rows, data, source = [], None, None
     for strategy in FREEZE_STRATEGIES:
-        result = train(spec, replace(cfg, freeze=strategy))
+        result = train(spec, replace(cfg, freeze=strategy, random_baseline=False), data)
+        data, source = result.data, result.pretrained
         params = list(result.model.parameters())
-        m = result.metrics
+        m, shifted = result.metrics, result.shifted_metrics
         rows.append(
             {
                 "freeze": strategy,
@@ -44,6 +46,9 @@ def compare(argv: list[str]) -> dict:
                 "total_params": sum(p.numel() for p in params),
                 "accuracy": round(m["accuracy"], 4),
                 "f1": round(m["f1"], 4),  # macro average for more than two classes
+                "shifted_accuracy": round(shifted["accuracy"], 4),
+                "shifted_f1": round(shifted["f1"], 4),
+                "seconds_per_epoch": round(result.fit.seconds / max(result.fit.epochs_run, 1), 1),
                 "best_epoch": result.fit.best_epoch,
                 "epochs_run": result.fit.epochs_run,
                 "seconds": round(result.fit.seconds, 1),
@@ -54,7 +59,8 @@ def compare(argv: list[str]) -> dict:
     return {
         "task": task,
         "backbone": spec.backbone,
-        "pretrained": Path(cfg.pretrained).name if cfg.pretrained else None,
+        "pretrained": source,
+        "shifts": list(spec.shifts),
         "config": {k: v for k, v in vars(cfg).items() if k not in ("freeze", "pretrained")},
         "commit": git_commit(),
         "command": "python -m training.freezing " + " ".join(argv),
@@ -63,20 +69,29 @@ def compare(argv: list[str]) -> dict:
 
 
 def markdown(doc: dict) -> str:
-    start = f"the weights in `{doc['pretrained']}`" if doc["pretrained"] else "random weights"
+    src = doc["pretrained"]
+    if not src:
+        start = "random weights"
+    elif "package" in src:
+        start = f"the ImageNet weights of `{src['package']}` (`{src['file']}`, sha256 `{src['sha256'][:12]}`)"
+    else:
+        start = f"the weights in `{Path(src['file']).name}`"
     lines = [
         f"# Layer freezing on {doc['task']} ({doc['backbone']})",
         "",
         f"Command: `{doc['command']}` (commit `{doc['commit'][:12]}`). Every run starts from {start}, with the same "
-        f"data, seed and budget ({doc['config']['epochs']} epochs at most, early stopping); held-out test split.",
+        f"data, seed and budget ({doc['config']['epochs']} epochs at most, early stopping). Held-out: the usual "
+        f"held-out split, and the same images shifted ({', '.join(doc['shifts'])} outside training's ranges).",
         "",
-        "| freeze | frozen blocks | trainable parameters | accuracy | F1 (macro) | best epoch | seconds |",
-        "|---|---|---|---|---|---|---|",
+        "| freeze | frozen blocks | trainable parameters | accuracy | F1 (macro) | shifted accuracy | shifted F1 "
+        "| best epoch | s / epoch | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in doc["rows"]:
         lines.append(
             f"| {r['freeze']} | {r['frozen_blocks']} | {r['trainable_params']:,} of {r['total_params']:,} | "
-            f"{r['accuracy']:.4f} | {r['f1']:.4f} | {r['best_epoch']} | {r['seconds']} |"
+            f"{r['accuracy']:.4f} | {r['f1']:.4f} | {r['shifted_accuracy']:.4f} | {r['shifted_f1']:.4f} | "
+            f"{r['best_epoch']} | {r['seconds_per_epoch']} | {r['seconds']} |"
         )
     return "\n".join(lines) + "\n"
 

