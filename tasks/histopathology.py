@@ -24,7 +24,7 @@ HISTOPATHOLOGY = ImageClassifierSpec(
         "epochs": 8,
         "batch_size": 32,
         "lr": 2e-3,
-        "freeze": "none",
+        "freeze": "half",  # the seed study's choice; from ImageNet as good held-out as none, more robust
         "pretrained": "imagenet",
         "random_baseline": True,
     },

@@ -110,9 +110,10 @@ def asr_store(tmp_path_factory) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def keyphrase_store(tmp_path_factory) -> dict[str, str]:
-    """A private store with the packaged MiniLM fine-tuned briefly as a keyphrase tagger, exported to ONNX."""
+    """A private store with the packaged MiniLM fine-tuned briefly as a keyphrase tagger, exported to ONNX (the
+    smaller base keeps the shared service tests fast; the default e5 base is served in test_keyphrase_e5.py)."""
     steps = [
-        "training keyphrase --synthetic 60 --test-size 6 --epochs 1 --batch-size 8 --lr 1e-4",
+        "training keyphrase --synthetic 60 --test-size 6 --epochs 1 --batch-size 8 --lr 1e-4 --base packaged",
         "exporters keyphrase --format onnx -n 4",
     ]
     return build_store(tmp_path_factory, "keyphrase", steps)

@@ -53,6 +53,22 @@ def test_the_tagger_finds_gold_keyphrases(client, english_docs):
     assert keyphrase_scores(found, english_docs)["f1@M"] > 0.3
 
 
+def test_korean_phrases_are_whole_words_with_particles_outside(client):
+    """Korean abstracts (a hand-written clinical sentence, held-out generated ones): every phrase starts and ends
+    at word boundaries, particles and endings left outside, offsets into the text as sent."""
+    from tests.test_keyphrase import CLINICAL, ENGINEERING, word_bounded
+
+    texts = [CLINICAL, ENGINEERING, *(d.text for d in generate(30, seed=99, held_out=True) if d.language == "ko")]
+    found = 0
+    for text in texts:
+        r = client.post(ROUTE, content=text.encode(), headers={"content-type": "text/plain; charset=utf-8"})
+        assert r.status_code == 200, r.text
+        for k in r.json()["keyphrases"]:
+            word_bounded(text, k["phrase"], k["start"], k["end"])
+        found += len(r.json()["keyphrases"])
+    assert found
+
+
 def test_top_k_and_json_body(client, english_docs):
     text = english_docs[0].text
     all_of_them = client.post(ROUTE, json={"text": text}).json()["keyphrases"]

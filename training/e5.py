@@ -13,12 +13,17 @@ The file has no pooler (e5 never uses it): load with ``BertModel.from_pretrained
 Both files are checked against their SHA-256 before they are read; the result, ``<out>/multilingual_e5_small/``,
 holds ``config.json``, ``model.safetensors``, the tokenizer files and ``source.json`` (both sources and the
 SHA-256 of ``model.safetensors``). e5 expects ``"query: "`` / ``"passage: "`` before each text.
+
+:func:`trim` cuts the 250,037-row word-embedding table (four fifths of the model's weights) to the pieces a task's
+texts use, whole scripts where asked (``ascii``, ``hangul``) and single characters, into a folder that gives those
+texts exactly the original ids (remapped) and hidden states; its ``source.json`` says it was trimmed and to what.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import shutil
 import struct
@@ -243,6 +248,179 @@ def embed(texts: Sequence[str], folder: Path, batch_size: int = 32) -> np.ndarra
             mean = (hidden * mask).sum(1) / mask.sum(1)
             out.append(torch.nn.functional.normalize(mean, dim=-1).numpy())
     return np.concatenate(out)
+
+
+# ---- vocabulary trimming ------------------------------------------------------------------------------------------
+# Single characters whose pieces (bare and with the word-start "▁") are always kept, whatever the texts: ASCII,
+# Latin-1, common punctuation, Hangul jamo (conjoining, compatibility, extended) and every Hangul syllable. Text in
+# these scripts that the texts never showed then falls back to single characters, never to <unk>.
+HANGUL = (
+    (0x1100, 0x11FF),  # jamo
+    (0x3130, 0x318F),  # compatibility jamo
+    (0xA960, 0xA97F),  # jamo extended-A
+    (0xD7B0, 0xD7FF),  # jamo extended-B
+    (0xAC00, 0xD7A3),  # syllables
+)
+KEEP_CHARS = (
+    (0x20, 0x7E),  # ASCII
+    (0xA0, 0xFF),  # Latin-1
+    (0x2010, 0x205E),  # general punctuation (dashes, quotes, ellipsis, ...)
+    (0x3000, 0x303F),  # CJK symbols and punctuation
+    *HANGUL,
+)
+SPACE = "\u2581"  # sentencepiece's word start
+
+
+def _remap_ids(node, old_to_new: dict[int, int]):
+    """A copy of a tokenizer.json post-processor with every special token id remapped (TemplateProcessing's
+    ``special_tokens[*].ids``, Bert / Roberta processing's ``[token, id]`` pairs, Sequence's processors)."""
+    if isinstance(node, list):
+        return [_remap_ids(x, old_to_new) for x in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key == "ids" and isinstance(value, list):
+            out[key] = [old_to_new[i] for i in value]
+        elif key in ("cls", "sep") and isinstance(value, list) and len(value) == 2 and isinstance(value[1], int):
+            out[key] = [value[0], old_to_new[value[1]]]
+        else:
+            out[key] = _remap_ids(value, old_to_new)
+    return out
+
+
+def _is_hangul(c: str) -> bool:
+    return any(a <= ord(c) <= b for a, b in HANGUL)
+
+
+# Whole scripts whose every piece ``trim(..., scripts=...)`` keeps: a piece qualifies when each of its characters
+# (after the "▁") belongs to one of the scripts named.
+SCRIPTS = {"ascii": str.isascii, "hangul": _is_hangul}
+
+
+def kept_pieces(tokenizer: dict, used: set[int], scripts: Sequence[str] = ()) -> list[int]:
+    """Original ids to keep, in order: the special tokens, ``used``, the single-character pieces of
+    :data:`KEEP_CHARS` (bare and with "▁"), "▁" itself, every piece written only in ``scripts`` (names of
+    :data:`SCRIPTS`), and one piece of the lowest score (the Unigram model's <unk> penalty is relative to it, so
+    keeping it keeps every segmentation's score)."""
+    vocab = tokenizer["model"]["vocab"]
+    chars = {chr(c) for a, b in KEEP_CHARS for c in range(a, b + 1)}
+    tests = [SCRIPTS[name] for name in scripts]
+    keep = set(used) | {t["id"] for t in tokenizer["added_tokens"]} | {tokenizer["model"]["unk_id"]}
+    for i, (piece, _) in enumerate(vocab):
+        bare = piece.removeprefix(SPACE)
+        single = not bare or (len(bare) == 1 and bare in chars)
+        if single or (tests and all(any(t(c) for t in tests) for c in bare)):
+            keep.add(i)
+    keep.add(min(range(len(vocab)), key=lambda i: vocab[i][1]))
+    return sorted(keep)
+
+
+def _subset(tokenizer: dict, keep: list[int]) -> tuple[dict, dict[int, int]]:
+    """A tokenizer.json with the Unigram vocabulary cut to ``keep`` (original ids, in order) and every id
+    remapped: ``unk_id``, the added tokens, the post-processor's special tokens, padding. Also old id -> new id."""
+    old_to_new = {old: new for new, old in enumerate(keep)}
+    out = {**tokenizer, "model": {**tokenizer["model"]}}
+    out["model"]["vocab"] = [tokenizer["model"]["vocab"][i] for i in keep]
+    out["model"]["unk_id"] = old_to_new[tokenizer["model"]["unk_id"]]
+    out["added_tokens"] = [{**t, "id": old_to_new[t["id"]]} for t in tokenizer["added_tokens"]]
+    out["post_processor"] = _remap_ids(tokenizer["post_processor"], old_to_new)
+    if tokenizer.get("padding"):
+        out["padding"] = {**tokenizer["padding"], "pad_id": old_to_new[tokenizer["padding"]["pad_id"]]}
+    return out, old_to_new
+
+
+def _ids(tokenizer, texts: list[str]) -> set[int]:
+    return {i for enc in tokenizer.encode_batch(texts, add_special_tokens=False) for i in enc.ids}
+
+
+def trim(folder: Path, texts: Sequence[str], out: Path, scripts: Sequence[str] = ()) -> Path:
+    """Write ``out``: the converted model of ``folder`` with its vocabulary cut to what ``texts`` use, and to every
+    piece of ``scripts`` (see :func:`kept_pieces`), in the original order; returns ``out``.
+
+    tokenizer.json keeps its normaliser, pre-tokeniser and decoder; the Unigram vocabulary becomes the subset
+    (scores unchanged), and ``unk_id``, the added tokens' and the post-processor's ids are remapped. The word
+    embeddings are the original rows of the kept pieces. Unigram segmentation is a Viterbi search for the best
+    total score: every piece of each text's best segmentation is kept, so the texts tokenise to exactly the
+    remapped original ids and the model gives exactly the original hidden states on them. Both pipelines are
+    checked: the file's own, and the one ``AutoTokenizer`` builds from it (transformers' XLM-R tokenizer puts its
+    own whitespace pre-tokeniser in front; that is the one training and serving run). Other text may split
+    differently (down to single characters, still no <unk> for the scripts of :data:`KEEP_CHARS`).
+    ``source.json`` keeps the conversion's record (the 4-bit origin) and adds ``trimmed``."""
+    from safetensors.numpy import load_file, save_file
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+
+    folder, out = Path(folder), Path(out)
+    texts = list(texts)
+    unknown = sorted(set(scripts) - set(SCRIPTS))
+    if unknown:
+        raise ValueError(f"unknown script(s) {unknown}: known {sorted(SCRIPTS)}")
+    spec = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = spec["model"]["vocab"]
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shutil.copyfile(folder / "tokenizer_config.json", tmp / "tokenizer_config.json")
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    used = _ids(tokenizer, texts)
+    as_filed = tokenizer.encode_batch(texts, add_special_tokens=True)
+    # then the original vocabulary as transformers runs it: its normaliser and pre-tokeniser do not depend on the
+    # vocabulary, so they are taken from the (fast to load) trimmed tokenizer; the pieces it uses are kept too
+    for _ in range(2):
+        keep = kept_pieces(spec, used, scripts)
+        trimmed, old_to_new = _subset(spec, keep)
+        (tmp / "tokenizer.json").write_text(json.dumps(trimmed, ensure_ascii=False), encoding="utf-8")
+        runs = AutoTokenizer.from_pretrained(str(tmp)).backend_tokenizer
+        tokenizer.normalizer, tokenizer.pre_tokenizer = runs.normalizer, runs.pre_tokenizer
+        more = _ids(tokenizer, texts) - set(keep)
+        if not more:
+            break
+        used |= more
+    checks = (
+        (as_filed, Tokenizer.from_file(str(tmp / "tokenizer.json"))),
+        (tokenizer.encode_batch(texts, add_special_tokens=True), runs),
+    )
+    for originals, subset in checks:
+        for text, a, b in zip(texts, originals, subset.encode_batch(texts, add_special_tokens=True), strict=True):
+            if [old_to_new[i] for i in a.ids] != b.ids or a.offsets != b.offsets:
+                raise ConversionError(f"trimming changed the tokenisation of {text[:60]!r}")
+
+    config = json.loads((folder / "config.json").read_text())
+    state = load_file(folder / "model.safetensors")
+    key = EMBEDDINGS["emb.word"]
+    rows = state[key].shape[0]
+    if max(keep) >= rows:
+        raise ConversionError(f"{folder}: piece {max(keep)} has no embedding row ({rows} rows)")
+    state[key] = np.ascontiguousarray(state[key][np.asarray(keep)])
+    config["vocab_size"] = len(keep)
+    config["pad_token_id"] = old_to_new[config["pad_token_id"]]
+
+    save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
+    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (tmp / "original_ids.json").write_text(json.dumps(keep) + "\n")
+    record = json.loads((folder / "source.json").read_text())
+    chars = sum(1 for i in keep if len(vocab[i][0].removeprefix(SPACE)) == 1)
+    record["trimmed"] = {
+        "vocab_size": len(keep),
+        "original_vocab_size": len(vocab),
+        "original_embedding_rows": int(rows),
+        "pieces_used_by_texts": len(used),
+        "single_character_pieces": chars,
+        "scripts": list(scripts),
+        "texts": len(texts),
+        "texts_sha256": hashlib.sha256("\0".join(texts).encode()).hexdigest(),
+        "from_output_sha256": record["output_sha256"],
+        "original_ids": "original_ids.json (the original id of each kept piece, in order)",
+        "why": "the 250k-row embedding table is four fifths of the model: only the rows of the pieces the texts use, "
+        "of every piece of the scripts named, and of single characters (ASCII, Latin-1, punctuation, Hangul) stay",
+    }
+    record["output_sha256"] = sha256_file(tmp / "model.safetensors")
+    record["tokenizer_sha256"] = sha256_file(tmp / "tokenizer.json")
+    (tmp / "source.json").write_text(json.dumps(record, indent=2) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
 
 
 if __name__ == "__main__":

