@@ -82,7 +82,8 @@ def markdown(doc: dict) -> str:
     lines = [
         f"# Layer freezing on {doc['task']} ({doc['backbone']})",
         "",
-        f"Command: `{doc['command']}` (commit `{doc['commit'][:12]}`). Every run starts from {start}, with the same "
+        f"Command: `{doc['command']}` (commit `{doc['commit'][:12]}`). Every run starts from {start} (but the "
+        "random-start reference, where there is one), with the same "
         f"data, seed and budget ({doc['config']['epochs']} epochs at most, early stopping). Held-out: the usual "
         f"held-out split, and the same images shifted ({', '.join(doc['shifts'])} outside training's ranges).",
         "",
