@@ -243,6 +243,8 @@ def train(spec: DetectorSpec, cfg: TrainConfig) -> DetectorResult:
         device = "0" if torch.cuda.is_available() else "cpu"
     data = prepare_data(spec, cfg, workdir)
     model = YOLO(spec.model_yaml)
+    if cfg.pretrained == "imagenet":
+        raise ValueError("no pretrained YOLO weights ship as packages: give an ultralytics file (--pretrained FILE)")
     if cfg.pretrained:
         model = model.load(cfg.pretrained)
     model.add_callback("on_fit_epoch_end", lambda trainer: progress.epoch_done(trainer.epoch + 1, trainer.epochs))
