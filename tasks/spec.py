@@ -147,7 +147,8 @@ class TaggerSpec:
     description: str
     synthetic: str
     labels: tuple[str, ...] = ("O", "B", "I")
-    base: str = "packaged"  # all-MiniLM-L6-v2 from its package, a local model folder, or a transformers name
+    base: str = "packaged"  # "packaged" (all-MiniLM-L6-v2), "e5" (multilingual-e5-small, vocabulary trimmed to Latin
+    # and Hangul pieces; "e5:docs" to the training text only, "e5:full" untrimmed), a local model folder or a name
     max_length: int = 256
     stride: int = 64
     export_atol: float = 1e-3  # max |p_onnx - p_torch| over held-out windows

