@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tasks import get_task
 from tasks.images import decode_image, preprocess
 from tests.conftest import model_batch_counts, png_bytes
 
@@ -77,7 +78,8 @@ def test_service_matches_the_model_in_process(client, cells, store):
     )
     session = ort.InferenceSession(str(entry_dir), providers=["CPUExecutionProvider"])
     data = png_bytes(cells[0][2])
-    x = preprocess([decode_image(data)], 64, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    malaria = get_task("malaria")  # the normalisation of its backbone's ImageNet weights
+    x = preprocess([decode_image(data)], 64, malaria.mean, malaria.std)
     expected = session.run(None, {"images": x})[0][0]
     assert np.allclose(probs(client.post(CLASSIFY, files=upload(data))), expected, atol=1e-5)
 
