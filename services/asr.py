@@ -24,6 +24,7 @@ from tasks.images import Budget
 TASK = get_task("asr")
 RAW_TYPES = ("audio/", "video/webm", "video/mp4", "video/ogg", "application/octet-stream", "application/ogg")
 SILENCE_PEAK = 1e-4  # -80 dBFS: nothing a microphone records as speech
+MAX_PROMPT_CHARS = 200  # Whisper keeps at most 223 prompt tokens; a Hangul syllable is one to three
 
 
 class ServiceArgs(CommonArgs):
@@ -48,6 +49,13 @@ ARGS = bentoml.use_arguments(ServiceArgs)
 
 class TranscribeOptions(Options):
     word_timestamps: bool = Field(False, description="add start and end times of each word")
+    prompt: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_PROMPT_CHARS,
+        description="vocabulary or context for this recording (Whisper's initial prompt), e.g. domain terms: "
+        "'두통, 혈압, 심전도'; it biases the words chosen, it is not a transcript",
+    )
 
 
 class Word(BaseModel):
@@ -111,21 +119,26 @@ class Transcriber(TaskService):
         return {"collate": lambda jobs: jobs[0], "split": lambda out, sizes: [out]}
 
     def warm_up(self) -> None:
-        self.run((np.zeros(TASK.sample_rate, np.float32), False))
+        self.run((np.zeros(TASK.sample_rate, np.float32), False, None))
 
-    def run(self, job: tuple[np.ndarray, bool]) -> list[Segment]:
+    def run(self, job: tuple[np.ndarray, bool, str | None]) -> list[Segment]:
         """Transcribe one recording (CTranslate2 releases the GIL; its own threads parallelise inside)."""
         from tasks.speech import fast_transcribe
 
-        audio, words = job
-        _, segments = fast_transcribe(self.model, audio, TASK.language, word_timestamps=words)
+        audio, words, prompt = job
+        _, segments = fast_transcribe(self.model, audio, TASK.language, word_timestamps=words, prompt=prompt)
+        duration = len(audio) / TASK.sample_rate
+
+        def t(seconds: float) -> float:  # a model's timestamp token can point past the end of short audio
+            return round(min(seconds, duration), 2)
+
         return [
             Segment(
-                start=round(s.start, 2),
-                end=round(s.end, 2),
+                start=t(s.start),
+                end=t(s.end),
                 text=s.text.strip(),
                 words=[
-                    Word(start=round(w.start, 2), end=round(w.end, 2), word=w.word, probability=round(w.probability, 3))
+                    Word(start=t(w.start), end=t(w.end), word=w.word, probability=round(w.probability, 3))
                     for w in s.words or []
                 ]
                 if words
@@ -141,7 +154,7 @@ class Transcriber(TaskService):
         audio = decode_audio(inputs[0].data, self.args.max_audio_s, TASK.sample_rate)
         silent = len(audio) == 0 or float(np.abs(audio).max()) < SILENCE_PEAK
         seconds = len(audio) / TASK.sample_rate
-        job = None if silent else (audio, options.word_timestamps)
+        job = None if silent else (audio, options.word_timestamps, options.prompt)
         return Prepared(job, cost=seconds, state={"duration": seconds})
 
     def finish(self, route: Route, prepared: Prepared, segments, options: TranscribeOptions) -> dict[str, Any]:

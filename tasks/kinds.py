@@ -145,7 +145,7 @@ SPEECH = Kind(
     sample=Sample("transcribe", "benchmarks.by_kind:speech_wavs", "audio/wav", gateway_n=4, request_divisor=10),
     bench_requests=48,
     bench_concurrency="1,4",
-    reported_metrics=("n", "zero_shot", "fine_tuned"),
+    reported_metrics=("n", "zero_shot", "fine_tuned", "real_text"),
     deploy=Deploy(cpu_request="2", cpu_limit="4", memory_request="2Gi", memory_limit="4Gi", startup_s=300),
 )
 

@@ -93,6 +93,26 @@ def test_word_timestamps_are_ordered_inside_their_segment(client, speech):
         assert seg["start"] - 0.05 <= words[0]["start"] and words[-1]["end"] <= seg["end"] + 0.05
 
 
+def test_a_prompt_reaches_the_decoder_and_a_long_one_is_refused(client, speech):
+    wav = wav_bytes(speech)
+    r = client.post(ROUTE, files={"audio": ("a.wav", wav)}, params={"prompt": "두통, 혈압, 심전도"})
+    assert r.status_code == 200 and r.json()["segments"], r.text
+    bad = client.post(ROUTE, files={"audio": ("a.wav", wav)}, params={"prompt": "혈압" * 101})
+    assert bad.status_code == 422 and "prompt" in bad.json()["error"]
+
+    from tasks import speech as decoding
+
+    seen = {}
+
+    class Model:  # what faster-whisper is asked: the prompt, greedy, window by window
+        def transcribe(self, audio, **kwargs):
+            seen.update(kwargs)
+            return iter([]), None
+
+    decoding.fast_transcribe(Model(), speech, "ko", prompt="두통")
+    assert seen["initial_prompt"] == "두통" and seen["beam_size"] == 1 and seen["condition_on_previous_text"] is False
+
+
 def test_long_audio_goes_window_by_window(client, speech):
     """Speech at 0 s and again at 32 s: the second lies in the second 30-second window."""
     gap = np.zeros(32 * SR - len(speech), np.float32)
@@ -166,6 +186,10 @@ def test_store_entry_records_zero_shot_fine_tuned_and_export(asr_store):
     meta = entry_metadata(asr_store, "asr:latest")
     test = meta["metrics"]["test"]
     assert test["n"] == 2 and {"cer", "wer"} <= set(test["zero_shot"]) and {"cer", "wer"} <= set(test["fine_tuned"])
+    real = test["real_text"]  # the second held-out set: real sentences from documents never trained on
+    assert real["n"] == 2 and {"cer", "wer"} <= set(real["zero_shot"]) and {"cer", "wer"} <= set(real["fine_tuned"])
+    sources = meta["dataset"]["real_text"]["sources"]
+    assert {"konlpy", "debian-faq-ko", "libreoffice-help-ko"} <= set(sources)
     export = meta["export_ct2"]
     assert export["max_abs_diff"] <= export["atol"] == 1.0
     assert {"model.pt", "ct2/model.bin", "ct2/config.json", "ct2/tokenizer.json"} <= set(meta["files"])

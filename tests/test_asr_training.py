@@ -12,10 +12,27 @@ from training.asr import cer, train, wer
 from training.config import TrainConfig, override
 
 
-def test_cer_ignores_spaces_and_wer_counts_words():
+def test_cer_ignores_spaces_and_punctuation_and_wer_counts_words():
     assert cer(["환자 혈압"], ["환자혈압"]) == 0.0
+    assert cer(["국민은 자유를 가진다."], ["국민은, 자유를 가진다"]) == 0.0
     assert cer(["가나다라"], ["가나다마"]) == pytest.approx(0.25)
-    assert wer(["환자 혈압 측정"], ["환자 혈압 즉정"]) == pytest.approx(1 / 3)
+    assert wer(["환자 혈압 측정"], ["환자 혈압 즉정."]) == pytest.approx(1 / 3)
+
+
+def test_runaway_repetition_is_cut_alike_everywhere():
+    from tasks.speech import stop_repetition
+
+    assert stop_repetition("병원에 병원에 병원에 병원에 병원에 갔습니다") == "병원에 갔습니다"
+    assert stop_repetition("혈압을 쟀다. 혈압을 쟀다. 혈압을 쟀다. 혈압을 쟀다.") == "혈압을 쟀다."
+    assert stop_repetition("네 네 네, 알겠습니다") == "네 네 네, 알겠습니다"  # three times is speech, not a loop
+    assert stop_repetition("하하하 좋아요") == "하하하 좋아요"
+
+
+def test_terms_keep_only_generated_sentences_that_hold_them():
+    from training.datasets.korean_speech import sentences
+
+    chosen = sentences(20, seed=0, held_out=False, terms=("혈압", "두통"))
+    assert len(chosen) == 20 and all("혈압" in s or "두통" in s for s in chosen)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +85,10 @@ def test_fine_tuning_runs_and_learns(tiny_base, freeze):
     assert len(losses) == 2 and losses[1] < losses[0]
     m = result.metrics
     assert m["n"] == 3 and {"cer", "wer"} <= set(m["zero_shot"]) and {"cer", "wer"} <= set(m["fine_tuned"])
-    assert all("val_cer" in row for row in result.fit.history)
+    real = m["real_text"]  # held-out real text, scored for the stock and the tuned model
+    assert real["n"] == 3 and {"cer", "wer"} <= set(real["zero_shot"]) and {"cer", "wer"} <= set(real["fine_tuned"])
+    assert result.real_text["test"]["sentences"] == 3 and result.real_text["train"]["sentences"] == 0
+    assert all("val_cer" in row and "val_cer_generator" in row for row in result.fit.history)
     assert result.train_size == 6
 
 

@@ -39,12 +39,15 @@ def test_demo_tumor_model_meets_its_targets(tmp_path):
     assert meta["export_onnx"]["min_iou"] >= 0.9
 
 
-def test_demo_speech_model_halves_cer_and_serves_short_contexts(tmp_path):
-    """Fine-tuning at least halves held-out CER against the zero-shot base; the CTranslate2 export serves short
-    contexts within 1 CER point of openai-whisper's transcribe."""
+def test_demo_speech_model_halves_real_text_cer_and_serves_short_contexts(tmp_path):
+    """On real sentences from documents never trained on, fine-tuning at least halves the stock base's CER (same
+    clips, same decoding); on the generator's held-out sentences CER is at most 0.03; the CTranslate2 export serves
+    short contexts within 1 CER point of openai-whisper's transcribe."""
     meta = build_demo("asr", tmp_path / "home")
     test = meta["metrics"]["test"]
-    assert test["fine_tuned"]["cer"] <= 0.5 * test["zero_shot"]["cer"], test
+    real = test["real_text"]
+    assert real["fine_tuned"]["cer"] <= 0.5 * real["zero_shot"]["cer"], real
+    assert test["fine_tuned"]["cer"] <= 0.03, test
     export = meta["export_ct2"]
     assert export["short_context"] is True and export["max_abs_diff"] <= 1.0, export
 

@@ -1,7 +1,12 @@
 """Whisper fine-tuning for :class:`~tasks.spec.SpeechSpec` tasks (openai-whisper, teacher forcing).
 
 Data: synthetic speech (held-out sentences never trained on), KsponSpeech (``--data`` folder of ``.pcm``), or a
-manifest (``--data file.csv|.jsonl``). Loss: cross-entropy on the transcript tokens after the
+manifest (``--data file.csv|.jsonl``); ``--real-text N`` mixes in N real Korean sentences from the training
+documents of :mod:`training.datasets.korean_text` (spoken by the same voice), and ``--terms FILE`` keeps only the
+sentences that hold a domain term (the seed's Set A). Every run is scored on two held-out sets: the generator's
+(or the corpus's) and real text from documents never trained on, zero-shot and fine-tuned; early stopping
+watches the real-text validation split, so the model that keeps the language wins, not the one that best
+learned the generator's word lists. Loss: cross-entropy on the transcript tokens after the
 ``<|startoftranscript|><|ko|><|transcribe|>`` prompt, half the clips with ``<|notimestamps|>`` and half with
 start and end timestamp tokens around the text; half the batches see the encoder's 30-second window, half the
 short context the fast path serves (:meth:`~tasks.spec.SpeechSpec.context_frames`). Options: frozen encoder
@@ -12,6 +17,7 @@ masks, gradient accumulation, fp16 on a GPU, early stopping on validation CER. E
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,19 +29,32 @@ from tasks.spec import SpeechSpec, resolve
 from training.config import TrainConfig
 from training.fit import FitResult, fit, pick_device, schedule
 
+_PUNCTUATION = re.compile(r"[^\w\s]")
+
+
+def normalise(text: str) -> str:
+    """What is scored: punctuation dropped (a transcript's full stops and commas are not speech), spaces folded."""
+    return " ".join(_PUNCTUATION.sub(" ", text).split())
+
 
 def cer(refs: list[str], hyps: list[str]) -> float:
-    """Character error rate with spaces removed (Korean spacing is inconsistent), in [0, inf)."""
+    """Character error rate (corpus level) with punctuation and spaces removed (Korean spacing is
+    inconsistent), in [0, inf)."""
     import jiwer
 
-    refs_ns = [r.replace(" ", "") or "-" for r in refs]
-    return float(jiwer.cer(refs_ns, [h.replace(" ", "") for h in hyps]))
+    refs_ns = [normalise(r).replace(" ", "") or "-" for r in refs]
+    return float(jiwer.cer(refs_ns, [normalise(h).replace(" ", "") for h in hyps]))
 
 
 def wer(refs: list[str], hyps: list[str]) -> float:
+    """Word error rate (corpus level), punctuation removed."""
     import jiwer
 
-    return float(jiwer.wer([r or "-" for r in refs], hyps))
+    return float(jiwer.wer([normalise(r) or "-" for r in refs], [normalise(h) for h in hyps]))
+
+
+def scores(refs: list[str], hyps: list[str]) -> dict[str, float]:
+    return {"cer": cer(refs, hyps), "wer": wer(refs, hyps)}
 
 
 def load_base(spec: SpeechSpec, base: str | None, device: str):
@@ -86,6 +105,16 @@ def encode(model, mel: torch.Tensor) -> torch.Tensor:
     return enc.ln_post(x)
 
 
+@torch.no_grad()
+def encode_all(model, mels: list[torch.Tensor], desc: str, batch_size: int = 8) -> list[torch.Tensor]:
+    """The encoder's outputs for same-length log-mels, in batches (a frozen encoder's features, computed once)."""
+    device = next(model.parameters()).device
+    out: list[torch.Tensor] = []
+    for start in tqdm(range(0, len(mels), batch_size), desc=f"encode {desc} (frozen)", unit="batch", leave=False):
+        out += list(encode(model, torch.stack(mels[start : start + batch_size]).to(device)).cpu())
+    return out
+
+
 def spec_augment(mel: torch.Tensor, rng: np.random.Generator, frames: int) -> torch.Tensor:
     """Two frequency masks (<= 15 bins) and two time masks (<= 5 % of the speech) set to the mel's mean."""
     mel = mel.clone()
@@ -112,7 +141,7 @@ def load_clips(spec: SpeechSpec, cfg: TrainConfig) -> tuple[Clips, Clips, Clips,
     """Train / validation / test clips and a description of where they came from."""
     if cfg.synthetic > 0:
         generate = resolve(spec.synthetic)
-        audio, text = generate(cfg.synthetic, seed=cfg.seed)
+        audio, text = generate(cfg.synthetic, seed=cfg.seed, **({"terms": read_terms(cfg)} if cfg.terms else {}))
         n_val = max(2, int(cfg.synthetic * cfg.val_fraction))
         n_test = cfg.test_size or max(4, cfg.synthetic // 5)
         test_audio, test_text = generate(n_test, seed=cfg.test_seed, held_out=True)
@@ -143,6 +172,42 @@ def load_clips(spec: SpeechSpec, cfg: TrainConfig) -> tuple[Clips, Clips, Clips,
     return (clips(order[n_test + n_val :]), clips(order[n_test : n_test + n_val]), clips(order[:n_test]), source)
 
 
+def read_terms(cfg: TrainConfig) -> tuple[str, ...]:
+    """The domain terms of ``--terms FILE`` (one per line; blank lines and ``#`` comments skipped)."""
+    lines = Path(cfg.terms).read_text(encoding="utf-8").splitlines()
+    terms = tuple(t.strip() for t in lines if t.strip() and not t.lstrip().startswith("#"))
+    if not terms:
+        raise ValueError(f"{cfg.terms}: no terms (one per line)")
+    return terms
+
+
+def real_text_clips(cfg: TrainConfig, n_val: int, n_test: int) -> tuple[Clips, Clips, Clips, dict]:
+    """Real-text clips: ``cfg.real_text`` for training (plus, with ``--terms``, every training sentence that holds
+    a term), ``n_val`` for early stopping and ``n_test`` held out, each from its own documents."""
+    from training.datasets import korean_text
+
+    terms = read_terms(cfg) if cfg.terms else ()
+    chosen = korean_text.sentences("train", cfg.real_text, cfg.seed)
+    if terms:
+        chosen += [s for s in korean_text.sentences("train", None, cfg.seed, terms) if s not in chosen]
+    sets = [
+        chosen,
+        korean_text.sentences("val", n_val, cfg.seed),
+        korean_text.sentences("test", n_test, cfg.test_seed),
+    ]
+    seeds = (cfg.seed, cfg.seed, cfg.test_seed)
+    clips = [Clips(*korean_text.speak_all(one, seed)) for one, seed in zip(sets, seeds, strict=True)]
+    info = {
+        "sources": korean_text.source_versions(),
+        **{
+            split: {"sentences": len(one), "documents": len({s.document for s in one})}
+            for split, one in zip(korean_text.SPLITS, sets, strict=True)
+        },
+        "terms": list(terms),
+    }
+    return *clips, info
+
+
 def _read_audio(path: Path) -> np.ndarray:
     if path.suffix.lower() == ".pcm":
         from training.datasets.kspon import read_pcm
@@ -154,14 +219,17 @@ def _read_audio(path: Path) -> np.ndarray:
 
 
 def transcribe(model, mels: list[torch.Tensor], language: str, batch_size: int = 16) -> list[str]:
-    """Greedy decoding without timestamps, the same options zero-shot and fine-tuned."""
+    """Greedy decoding without timestamps, the same options and repetition guard zero-shot and fine-tuned.
+    ``mels``: 30-second log-mels, or the encoder's outputs for them (a frozen encoder's, computed once)."""
     import whisper
 
     options = whisper.DecodingOptions(language=language, without_timestamps=True, fp16=False, temperature=0.0)
+    from tasks.speech import stop_repetition
+
     out: list[str] = []
     for start in range(0, len(mels), batch_size):
         batch = torch.stack(mels[start : start + batch_size]).to(next(model.parameters()).device)
-        out += [r.text.strip() for r in whisper.decode(model, batch, options)]
+        out += [stop_repetition(r.text.strip()) for r in whisper.decode(model, batch, options)]
     return out
 
 
@@ -173,6 +241,7 @@ class SpeechResult:
     source: str
     train_size: int
     seconds: float = 0.0
+    real_text: dict = field(default_factory=dict)  # the real-text sets: sources, sentences and documents per split
 
     def cleanup(self) -> None:
         """Nothing on disk to remove."""
@@ -187,8 +256,12 @@ def train(spec: SpeechSpec, cfg: TrainConfig) -> SpeechResult:
     device = pick_device(cfg.device).type
     model = load_base(spec, cfg.base, device)
     n_mels = model.dims.n_mels
-    train_set, val_set, test_set, source = load_clips(spec, cfg)
-    for clips in (train_set, val_set, test_set):
+    train_set, gen_val, test_set, source = load_clips(spec, cfg)
+    real_train, val_set, real_test, real_info = real_text_clips(cfg, max(4, len(gen_val.text)), len(test_set.text))
+    train_set = Clips(train_set.audio + real_train.audio, train_set.text + real_train.text)
+    if not train_set.text:
+        raise ValueError("no training clips: the --terms file matches no sentence; add terms or --real-text N")
+    for clips in (train_set, gen_val, val_set, test_set, real_test):
         clips.mels = [log_mel(a, n_mels) for a in tqdm(clips.audio, desc="log-mel", unit="clip", leave=False)]
     train_set.short = [short_mel(a, n_mels, spec) for a in train_set.audio]
     tokenizer = get_tokenizer(
@@ -197,21 +270,22 @@ def train(spec: SpeechSpec, cfg: TrainConfig) -> SpeechResult:
     # Half the clips are taught with timestamps (the service asks for segment times), half without: Whisper's
     # own recipe, so that fine-tuning keeps both modes.
     plain, timed = list(tokenizer.sot_sequence_including_notimestamps), list(tokenizer.sot_sequence)
-    zero_shot = transcribe(model, test_set.mels, spec.language)
-
     freeze_encoder = cfg.freeze == "encoder"
     if freeze_encoder:
         for p in model.encoder.parameters():
             p.requires_grad_(False)
-        with torch.no_grad():  # a frozen encoder without SpecAugment gives the same features every epoch
-            model.encoder.eval()
-            features = {
-                view: [
-                    encode(model, m[None].to(device))[0].cpu()
-                    for m in tqdm(mels, desc=f"encode {view} (frozen)", unit="clip", leave=False)
-                ]
-                for view, mels in (("window", train_set.mels), ("short", train_set.short))
-            }
+        model.encoder.eval()  # a frozen encoder without SpecAugment gives the same features every epoch
+        short: list[torch.Tensor | None] = [None] * len(train_set.short)
+        for length in sorted({m.shape[1] for m in train_set.short}):  # short contexts batch by length
+            idx = [i for i, m in enumerate(train_set.short) if m.shape[1] == length]
+            for i, f in zip(idx, encode_all(model, [train_set.short[i] for i in idx], "train short"), strict=True):
+                short[i] = f
+        features = {"window": encode_all(model, train_set.mels, "train windows"), "short": short}
+        # the held-out sets' encoder outputs too, once: decoding then runs the decoder only, every epoch
+        for clips in (gen_val, val_set, test_set, real_test):
+            clips.mels = encode_all(model, clips.mels, "held-out")
+    zero_shot = transcribe(model, test_set.mels, spec.language)
+    real_zero_shot = transcribe(model, real_test.mels, spec.language)
     prompts, targets = [], []
     for i, (audio, text) in enumerate(zip(train_set.audio, train_set.text, strict=True)):
         tokens = tokenizer.encode(" " + text)[: spec.max_target_tokens]
@@ -260,9 +334,10 @@ def train(spec: SpeechSpec, cfg: TrainConfig) -> SpeechResult:
         return torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels.to(device), ignore_index=-100), len(idx)
 
     def validate(m) -> dict[str, float]:
-        hyps = transcribe(m, val_set.mels, spec.language)
-        score = cer(val_set.text, hyps)
-        return {"val_cer": score, "score": score}
+        """Early stopping on the real-text validation split; the generator's validation CER is logged beside it."""
+        score = cer(val_set.text, transcribe(m, val_set.mels, spec.language))
+        gen = cer(gen_val.text, transcribe(m, gen_val.mels, spec.language))
+        return {"val_cer": score, "val_cer_generator": gen, "score": score}
 
     def train_mode(m) -> None:
         m.train()
@@ -286,13 +361,23 @@ def train(spec: SpeechSpec, cfg: TrainConfig) -> SpeechResult:
         **schedule(cfg),
     )
     tuned = transcribe(model, test_set.mels, spec.language)
-    metrics = {
+    real_tuned = transcribe(model, real_test.mels, spec.language)
+    metrics = {  # the top level: the generator's (or the corpus's own) held-out clips
         "n": len(test_set.text),
-        "zero_shot": {"cer": cer(test_set.text, zero_shot), "wer": wer(test_set.text, zero_shot)},
-        "fine_tuned": {"cer": cer(test_set.text, tuned), "wer": wer(test_set.text, tuned)},
-        "examples": [
-            {"reference": r, "zero_shot": z, "fine_tuned": f}
-            for r, z, f in list(zip(test_set.text, zero_shot, tuned, strict=True))[:5]
-        ],
+        "zero_shot": scores(test_set.text, zero_shot),
+        "fine_tuned": scores(test_set.text, tuned),
+        "examples": examples(test_set.text, zero_shot, tuned),
+        "real_text": {  # sentences never trained on, from documents never trained on; zero-shot is the stock model
+            "n": len(real_test.text),
+            "documents": real_info["test"]["documents"],
+            "zero_shot": scores(real_test.text, real_zero_shot),
+            "fine_tuned": scores(real_test.text, real_tuned),
+            "examples": examples(real_test.text, real_zero_shot, real_tuned),
+        },
     }
-    return SpeechResult(model.cpu().eval(), result, metrics, source, len(targets), result.seconds)
+    return SpeechResult(model.cpu().eval(), result, metrics, source, len(targets), result.seconds, real_info)
+
+
+def examples(refs: list[str], zero_shot: list[str], tuned: list[str], n: int = 5) -> list[dict[str, str]]:
+    rows = list(zip(refs, zero_shot, tuned, strict=True))[:n]
+    return [{"reference": r, "zero_shot": z, "fine_tuned": f} for r, z, f in rows]

@@ -42,6 +42,8 @@ class TrainConfig:
     augment: bool = True  # speech: SpecAugment-style masks (when the encoder trains)
     accumulate: int = 1  # batches per optimiser step
     finetune_epochs: int = 0  # palette: chroma fine-tuning (reinforcement learning) after the adversarial fit
+    real_text: int = 0  # speech: real Korean sentences (training documents only) spoken and mixed into training
+    terms: str | None = None  # speech: a file of domain terms, one per line: train on sentences holding them (Set A)
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -106,5 +108,9 @@ def validate(config: TrainConfig) -> None:
         raise ValueError("val_fraction must be in (0, 0.5) and test_fraction in [0, 0.5)")
     if config.epochs < 1 or config.batch_size < 1:
         raise ValueError("epochs and batch_size must be at least 1")
+    if config.real_text < 0:
+        raise ValueError("real_text must be 0 or more")
+    if config.terms is not None and not Path(config.terms).is_file():
+        raise ValueError(f"terms: file not found: {config.terms}")
     if config.pretrained not in (None, "imagenet") and not Path(config.pretrained).is_file():
         raise ValueError(f"pretrained: expected imagenet, none or a weight file; not found: {config.pretrained}")

@@ -172,7 +172,7 @@ def save_speech(spec, result, cfg) -> str:
             "train_size": result.train_size,
             "base": cfg.base or spec.base,
         },
-        "dataset": {"source": result.source},
+        "dataset": {"source": result.source, "real_text": result.real_text},
     }
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     with tempfile.TemporaryDirectory() as tmp:

@@ -76,15 +76,15 @@ def is_held_out(sentence: str) -> bool:
     return hashlib.sha256(sentence.encode()).digest()[0] % 5 == 0
 
 
-def sentences(n: int, seed: int, held_out: bool) -> list[str]:
-    """``n`` distinct sentences from one side of the split."""
+def sentences(n: int, seed: int, held_out: bool, terms: tuple[str, ...] = ()) -> list[str]:
+    """``n`` distinct sentences from one side of the split (with ``terms``: only sentences holding one)."""
     rng = np.random.default_rng(seed)
     out: list[str] = []
     seen: set[str] = set()
     for _ in range(200 * n + 1000):
         template = TEMPLATES[rng.integers(len(TEMPLATES))]
         text = fill(template, {k: v[rng.integers(len(v))] for k, v in SLOTS.items()})
-        if text not in seen and is_held_out(text) == held_out:
+        if text not in seen and is_held_out(text) == held_out and (not terms or any(t in text for t in terms)):
             seen.add(text)
             out.append(text)
             if len(out) == n:
@@ -92,13 +92,14 @@ def sentences(n: int, seed: int, held_out: bool) -> list[str]:
     raise ValueError(f"could not draw {n} distinct {'held-out' if held_out else 'training'} sentences")
 
 
-def speak(text: str, rng: np.random.Generator) -> np.ndarray:
-    """espeak-ng's Korean voice at a random speed and pitch, with noise -> float32 mono 16 kHz."""
+def speak(text: str, rng: np.random.Generator, speed_range: tuple[int, int] = (120, 181)) -> np.ndarray:
+    """espeak-ng's Korean voice at a random speed (words per minute, ``[lo, hi)``) and pitch, with noise ->
+    float32 mono 16 kHz."""
     from scipy.signal import resample_poly
 
     if shutil.which("espeak-ng") is None:
         raise FileNotFoundError("espeak-ng is not installed: `apt-get install espeak-ng` (make setup does it)")
-    speed, pitch = int(rng.integers(120, 181)), int(rng.integers(30, 71))
+    speed, pitch = int(rng.integers(*speed_range)), int(rng.integers(30, 71))
     wav = subprocess.run(
         ["espeak-ng", "-v", "ko", "-s", str(speed), "-p", str(pitch), "--stdout", text], capture_output=True, check=True
     ).stdout
@@ -109,8 +110,11 @@ def speak(text: str, rng: np.random.Generator) -> np.ndarray:
     return np.clip(audio + noise, -1, 1)
 
 
-def generate(n: int, seed: int = 0, held_out: bool = False) -> tuple[list[np.ndarray], list[str]]:
-    """``n`` (audio, transcript) pairs; ``held_out`` draws only sentences training never sees."""
+def generate(
+    n: int, seed: int = 0, held_out: bool = False, terms: tuple[str, ...] = ()
+) -> tuple[list[np.ndarray], list[str]]:
+    """``n`` (audio, transcript) pairs; ``held_out`` draws only sentences training never sees; ``terms`` only
+    sentences that hold one of them."""
     rng = np.random.default_rng(seed + 7919)
-    texts = sentences(n, seed, held_out)
+    texts = sentences(n, seed, held_out, terms)
     return [speak(t, rng) for t in texts], texts
