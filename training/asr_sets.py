@@ -5,8 +5,11 @@ in :data:`TERMS`, plus every real training sentence that holds one). Set B: ever
 and ``real_text`` real sentences from the training documents). Both fine-tune the packaged Whisper base with the
 same budget and are scored, with the stock model, on the same two held-out sets: the generator's held-out
 sentences and real text from documents never trained on. Flags are those of ``python -m training asr``
-and apply to both; ``--set-a`` / ``--set-b`` take a quoted string of flags for one set only. Writes
-``benchmarks/results/asr-sets.{json,md}``; nothing goes to the model store (the demo build is Set B).
+and apply to both; ``--set-a`` / ``--set-b`` take a quoted string of flags for one set only; ``--sets A`` runs
+one (a set measured again replaces its own row). Set B's defaults are the demo model's (``make models``):
+``--set-b store`` takes its row from the store entry ``asr:latest`` instead of training it again (the entry
+holds the same held-out scores; the row says which entry). Writes ``benchmarks/results/asr-sets.{json,md}``;
+nothing goes to the model store.
 """
 
 from __future__ import annotations
@@ -46,6 +49,27 @@ def run(label: str, flags: list[str]) -> dict:
     }
 
 
+def from_store(label: str) -> dict:
+    """A set's row from the store entry ``asr:latest`` (the demo build), with the flags it was trained with."""
+    import bentoml
+
+    entry = bentoml.models.get("asr:latest")
+    meta = entry.info.metadata
+    m, cfg = meta["metrics"]["test"], meta["config"]
+    return {
+        "set": label,
+        "flags": f"store entry {entry.tag} (synthetic {cfg['synthetic']}, real_text {cfg.get('real_text', 0)})",
+        "train_clips": meta["training"]["train_size"],
+        "generator": {"n": m["n"], "zero_shot": m["zero_shot"], "fine_tuned": m["fine_tuned"]},
+        "real_text": {k: m["real_text"][k] for k in ("n", "documents", "zero_shot", "fine_tuned")},
+        "examples": m["real_text"]["examples"][:3],
+        "best_epoch": meta["training"].get("best_epoch"),
+        "epochs_run": meta["training"].get("epochs_run"),
+        "seconds": meta["training"].get("seconds"),
+        "real_text_sets": meta["dataset"]["real_text"],
+    }
+
+
 def markdown(doc: dict) -> str:
     def cell(d: dict) -> str:
         return f"{d['cer']:.3f} / {d['wer']:.3f}"
@@ -76,7 +100,9 @@ def markdown(doc: dict) -> str:
         f"Held-out: generator n={first['generator']['n']}; real text n={first['real_text']['n']} sentences from "
         f"{first['real_text']['documents']} documents. Sources: {first['real_text_sets']['sources']}.",
         "",
-        f"Command: `{doc['command']}` (commit `{doc['commit'][:12]}`, {doc['host']}).",
+        *(f"- Set {s['set']}: `{s['command']}` (commit `{s['commit'][:12]}`)." for s in doc["sets"]),
+        "",
+        f"Host: {doc['host']}.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -87,21 +113,20 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description="Set A vs Set B for Korean speech", add_help=True)
     parser.add_argument("--set-a", default=SET_A, help=f"flags of Set A (default: {SET_A})")
-    parser.add_argument("--set-b", default=SET_B, help=f"flags of Set B (default: {SET_B})")
+    parser.add_argument("--set-b", default=SET_B, help=f"flags of Set B (default: {SET_B}), or 'store'")
+    parser.add_argument("--sets", default="A,B", help="which sets to run (default: A,B)")
     args, common = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    sets = []
-    for label, own in (("A", args.set_a), ("B", args.set_b)):
-        sets.append(run(label, [*shlex.split(own), *common]))
-        print(json.dumps({k: sets[-1][k] for k in ("set", "train_clips", "generator", "real_text")}), flush=True)
-    argv_text = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    doc = {
-        "command": f"python -m training.asr_sets {argv_text}".strip(),
-        "commit": git_commit(),
-        "host": host_description("cpu"),
-        "sets": sets,
-    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "asr-sets.json"
+    kept = {s["set"]: s for s in json.loads(path.read_text())["sets"]} if path.is_file() else {}
+    argv_text = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    for label in args.sets.split(","):
+        own = {"A": args.set_a, "B": args.set_b}[label.strip().upper()]
+        row = from_store(label) if own == "store" else run(label, [*shlex.split(own), *common])
+        row.update(command=f"python -m training.asr_sets {argv_text}".strip(), commit=git_commit())
+        kept[row["set"]] = row
+        print(json.dumps({k: row[k] for k in ("set", "train_clips", "generator", "real_text")}), flush=True)
+    doc = {"host": host_description("cpu"), "sets": [kept[k] for k in sorted(kept)]}
     path.write_text(json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
     path.with_suffix(".md").write_text(markdown(doc))
     print(f"wrote {path} and {path.with_suffix('.md')}")
