@@ -153,8 +153,16 @@ function showTranscript(data) {
     return li;
   }));
 }
+// The recording and the optional vocabulary prompt (Whisper's initial prompt), sent as one multipart form.
+function speechForm(files) {
+  const body = form("audio", files);
+  const prompt = $("asr-prompt").value.trim();
+  if (prompt) body.append("prompt", prompt);
+  return body;
+}
+
 $("asr-file").addEventListener("change", () => run("asr", async () => {
-  showTranscript(await call("/v1/asr/transcribe", form("audio", $("asr-file").files)));
+  showTranscript(await call("/v1/asr/transcribe", speechForm($("asr-file").files)));
 }));
 let recorder = null;
 $("asr-record").addEventListener("click", () => run("asr", async () => {
@@ -178,7 +186,7 @@ $("asr-record").addEventListener("click", () => run("asr", async () => {
     $("asr-record").textContent = "Record";
     $("asr-recording").textContent = "";
     const blob = new Blob(chunks, { type: chunks.length ? chunks[0].type : "audio/webm" });
-    showTranscript(await call("/v1/asr/transcribe", form("audio", [new File([blob], "recording.webm")])));
+    showTranscript(await call("/v1/asr/transcribe", speechForm([new File([blob], "recording.webm")])));
   });
   recorder.start();
   $("asr-record").textContent = "Stop";
