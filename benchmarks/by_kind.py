@@ -31,7 +31,7 @@ def run_speech(kind, spec, entry, args, concurrencies: list[int], requests: int,
     clips, refs = bench.sample_clips(spec, args.clips)
     rows = bench.floor_rows(spec, entry, clips, refs, args.device)
     rows += bench.service_rows(spec, clips, refs, args.device, concurrencies, requests, model_arg)
-    return rows, list(bench.summary(rows, args.device))
+    return rows, [*bench.summary(rows, args.device), bench.entry_scores(entry)]
 
 
 def speech_wavs(spec, n: int = 4) -> list[bytes]:

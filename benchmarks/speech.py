@@ -161,6 +161,19 @@ def service_rows(
     return rows
 
 
+def entry_scores(entry) -> str:
+    """The model's three held-out scores from its store entry (the trainer's, on its own held-out clips)."""
+    m = entry.info.metadata["metrics"]["test"]
+    tuned, stock = m["fine_tuned"]["cer"], m["zero_shot"]["cer"]
+    line = f"store entry {entry.tag}: generator held-out CER {tuned:.4f} (stock {stock:.4f})"
+    if real := m.get("real_text"):
+        line += (
+            f"; real-text held-out CER {real['fine_tuned']['cer']:.4f} (stock {real['zero_shot']['cer']:.4f}), "
+            f"{real['n']} sentences from {real['documents']} documents"
+        )
+    return line
+
+
 def summary(rows: list[dict], device: str) -> list[str]:
     torch_row = find(rows, path="floor", backend=f"openai-whisper/{device}")
     fast = next(r for r in rows if r["path"] == "floor" and r["backend"].startswith("ctranslate2/"))

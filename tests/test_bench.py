@@ -94,6 +94,7 @@ def test_speech_benchmark_compares_openai_whisper_ctranslate2_and_the_service(as
     assert [row["concurrency"] for row in services] == [1, 2] and all(row["errors"] == 0 for row in services)
     assert any("openai-whisper transcribe" in note for note in doc["notes"])
     assert any("real Korean sentences" in note for note in doc["notes"])
+    assert any("real-text held-out CER" in note for note in doc["notes"])  # the entry's three scores
 
 
 def test_keyphrase_benchmark_compares_onnx_and_pytorch(keyphrase_store, tmp_path):
