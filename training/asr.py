@@ -223,9 +223,9 @@ def transcribe(model, mels: list[torch.Tensor], language: str, batch_size: int =
     ``mels``: 30-second log-mels, or the encoder's outputs for them (a frozen encoder's, computed once)."""
     import whisper
 
-    options = whisper.DecodingOptions(language=language, without_timestamps=True, fp16=False, temperature=0.0)
     from tasks.speech import stop_repetition
 
+    options = whisper.DecodingOptions(language=language, without_timestamps=True, fp16=False, temperature=0.0)
     out: list[str] = []
     for start in range(0, len(mels), batch_size):
         batch = torch.stack(mels[start : start + batch_size]).to(next(model.parameters()).device)
