@@ -3,13 +3,14 @@
 Set A: a small set that emphasises domain terms (``--terms``: the generator's sentences that hold one of the terms
 in :data:`TERMS`, plus every real training sentence that holds one). Set B: everything (the generator's clips
 and ``real_text`` real sentences from the training documents). Both fine-tune the packaged Whisper base with the
-same budget and are scored, with the stock model, on the same two held-out sets (60 clips each, as the demo
-entry's): the generator's held-out sentences and real text from documents never trained on. Flags are those of ``python -m training asr``
-and apply to both; ``--set-a`` / ``--set-b`` take a quoted string of flags for one set only; ``--sets A`` runs
-one (a set measured again replaces its own row). Set B's defaults are the demo model's (``make models``):
-``--set-b store`` takes its row from the store entry ``asr:latest`` instead of training it again (the entry
-holds the same held-out scores; the row says which entry). Writes ``benchmarks/results/asr-sets.{json,md}``;
-nothing goes to the model store.
+same epochs and learning rate and are scored, with the stock model, on the same two held-out sets (60 clips
+each, as the demo entry's): the generator's held-out sentences and real text from documents never trained on.
+
+Flags are those of ``python -m training asr`` and apply to both; ``--set-a`` / ``--set-b`` take a quoted string
+of flags for one set only; ``--sets A`` runs one (a set measured again replaces its own row). Set B's defaults
+are the demo model's (``make models``): ``--set-b store`` takes its row from the store entry ``asr:latest``
+instead of training it again (the entry holds the same held-out scores; the row says which entry). Writes
+``benchmarks/results/asr-sets.{json,md}``; nothing goes to the model store.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from pathlib import Path
 
 from training.freezing import RESULTS
 
-TERMS = Path(__file__).parent / "datasets" / "clinical_terms.txt"
+ROOT = Path(__file__).resolve().parents[1]
+TERMS = (ROOT / "training" / "datasets" / "clinical_terms.txt").relative_to(ROOT)  # run from the repository root
 SET_A = f"--synthetic 150 --real-text 0 --test-size 60 --terms {TERMS}"
 SET_B = "--synthetic 300 --real-text 300 --test-size 60"
 
