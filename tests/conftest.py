@@ -102,7 +102,7 @@ def asr_store(tmp_path_factory) -> dict[str, str]:
     """A private store with the packaged Whisper base after one fine-tuning step, exported to CTranslate2 (whose
     parity check then serves 30-second windows: one step does not teach short contexts)."""
     steps = [
-        "training asr --synthetic 6 --test-size 2 --epochs 1 --batch-size 2 --limit-batches 1",
+        "training asr --synthetic 6 --real-text 2 --test-size 2 --epochs 1 --batch-size 2 --limit-batches 1",
         "exporters asr --format ct2 -n 3",
     ]
     return build_store(tmp_path_factory, "asr", steps)

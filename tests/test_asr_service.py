@@ -121,7 +121,8 @@ def test_long_audio_goes_window_by_window(client, speech):
     body = r.json()
     assert body["duration_s"] > 34
     assert any(s["start"] >= 30 for s in body["segments"]), body["segments"]
-    assert any(s["end"] <= 6 for s in body["segments"]), body["segments"]
+    # the first window's text starts with its speech (where a barely tuned model ends a segment is its guess)
+    assert any(s["start"] < 6 and s["text"] for s in body["segments"]), body["segments"]
 
 
 def test_silence_gives_an_empty_transcript(client):
@@ -190,6 +191,7 @@ def test_store_entry_records_zero_shot_fine_tuned_and_export(asr_store):
     assert real["n"] == 2 and {"cer", "wer"} <= set(real["zero_shot"]) and {"cer", "wer"} <= set(real["fine_tuned"])
     sources = meta["dataset"]["real_text"]["sources"]
     assert {"konlpy", "debian-faq-ko", "libreoffice-help-ko"} <= set(sources)
+    assert meta["dataset"]["real_text"]["train"]["sentences"] == 2  # --real-text 2: mixed into training
     export = meta["export_ct2"]
     assert export["max_abs_diff"] <= export["atol"] == 1.0
     assert {"model.pt", "ct2/model.bin", "ct2/config.json", "ct2/tokenizer.json"} <= set(meta["files"])

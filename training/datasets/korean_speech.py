@@ -92,14 +92,13 @@ def sentences(n: int, seed: int, held_out: bool, terms: tuple[str, ...] = ()) ->
     raise ValueError(f"could not draw {n} distinct {'held-out' if held_out else 'training'} sentences")
 
 
-def speak(text: str, rng: np.random.Generator, speed_range: tuple[int, int] = (120, 181)) -> np.ndarray:
-    """espeak-ng's Korean voice at a random speed (words per minute, ``[lo, hi)``) and pitch, with noise ->
-    float32 mono 16 kHz."""
+def speak(text: str, rng: np.random.Generator) -> np.ndarray:
+    """espeak-ng's Korean voice at a random speed and pitch, with noise -> float32 mono 16 kHz."""
     from scipy.signal import resample_poly
 
     if shutil.which("espeak-ng") is None:
         raise FileNotFoundError("espeak-ng is not installed: `apt-get install espeak-ng` (make setup does it)")
-    speed, pitch = int(rng.integers(*speed_range)), int(rng.integers(30, 71))
+    speed, pitch = int(rng.integers(120, 181)), int(rng.integers(30, 71))
     wav = subprocess.run(
         ["espeak-ng", "-v", "ko", "-s", str(speed), "-p", str(pitch), "--stdout", text], capture_output=True, check=True
     ).stdout
