@@ -21,7 +21,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from training.freezing import RESULTS
+from training.freezing import RESULTS, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 TERMS = (ROOT / "training" / "datasets" / "clinical_terms.txt").relative_to(ROOT)  # run from the repository root
@@ -118,7 +118,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set-b", default=SET_B, help=f"flags of Set B (default: {SET_B}), or 'store'")
     parser.add_argument("--sets", default="A,B", help="which sets to run (default: A,B)")
     args, common = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "asr-sets.json"
     kept = {s["set"]: s for s in json.loads(path.read_text())["sets"]} if path.is_file() else {}
     argv_text = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
@@ -129,9 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         kept[row["set"]] = row
         print(json.dumps({k: row[k] for k in ("set", "train_clips", "generator", "real_text")}), flush=True)
     doc = {"host": host_description("cpu"), "sets": [kept[k] for k in sorted(kept)]}
-    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
-    path.with_suffix(".md").write_text(markdown(doc))
-    print(f"wrote {path} and {path.with_suffix('.md')}")
+    write_results(path, doc, markdown)
     return 0
 
 

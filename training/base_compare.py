@@ -180,11 +180,9 @@ def markdown(doc: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     doc = compare(argv)
-    path = Path(doc.pop("out"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2, default=str, ensure_ascii=False) + "\n")
-    path.with_suffix(".md").write_text(markdown(doc))
-    print(f"wrote {path} and {path.with_suffix('.md')}")
+    from training.freezing import write_results
+
+    write_results(Path(doc.pop("out")), doc, markdown)
     return 0
 
 

@@ -100,14 +100,18 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_results(path: Path, doc: dict, markdown) -> None:
+    """A study's ``<name>.json`` and the ``<name>.md`` that ``markdown(doc)`` renders, side by side."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2, default=str, ensure_ascii=False) + "\n")
+    path.with_suffix(".md").write_text(markdown(doc))
+    print(f"wrote {path} and {path.with_suffix('.md')}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     doc = compare(argv)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"freezing-{doc['task']}.json"
-    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    path.with_suffix(".md").write_text(markdown(doc))
-    print(f"wrote {path} and {path.with_suffix('.md')}")
+    write_results(RESULTS / f"freezing-{doc['task']}.json", doc, markdown)
     return 0
 
 

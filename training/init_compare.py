@@ -14,7 +14,7 @@ import json
 import sys
 from dataclasses import replace
 
-from training.freezing import RESULTS
+from training.freezing import RESULTS, write_results
 
 
 def compare(task: str, flags: list[str]) -> dict:
@@ -94,7 +94,6 @@ def main(argv: list[str] | None = None) -> int:
     split = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
     tasks, flags = argv[:split], argv[split:]
     tasks = tasks or [n for n, s in TASKS.items() if getattr(s, "backbone", None) in BACKBONE_SOURCES]
-    RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "pretrained-vs-random.json"
     # One file for every task: a task measured again replaces its own entry, the others stay as they were.
     kept = json.loads(path.read_text())["tasks"] if path.is_file() else []
@@ -105,9 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         doc["host"] = host
         print(json.dumps({"task": task, "rows": doc["rows"]}), flush=True)
         kept = [t for t in kept if t["task"] != task] + [doc]
-        path.write_text(json.dumps({"tasks": kept}, indent=2, default=str) + "\n")
-        path.with_suffix(".md").write_text(markdown({"tasks": kept}))
-    print(f"wrote {path} and {path.with_suffix('.md')}")
+        write_results(path, {"tasks": kept}, markdown)  # after each task: a later failure keeps the earlier ones
     return 0
 
 
