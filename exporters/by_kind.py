@@ -139,6 +139,31 @@ def tagger_onnx(spec, entry, n: int, images: str | None) -> dict:
     return report
 
 
+def qa_onnx(spec, entry, n: int, images: str | None) -> dict:
+    """Span models: ONNX start / end logits, checked on the windows of the questions of ``n`` held-out passages
+    (some longer than one window) and on the decoded answers."""
+    from exporters import qa as qa_export
+    from tasks.spec import resolve
+    from tasks.store import record, sha256_file
+    from training.qa import load_model
+
+    tokenizer, model = load_model(str(entry.path))
+    passages = resolve(spec.synthetic)(n, seed=entry.info.metadata["config"]["test_seed"] + 2, held_out=True)
+    questions = [(q.question, p.context) for p in passages for q in p.questions]
+    long = " ".join(p.context for p in passages)  # one context past a window: the decoding across windows
+    questions += [(q.question, long) for q in passages[0].questions]
+    out = Path(entry.path) / "model.onnx"
+    qa_export.export_onnx(model, spec, str(entry.tag), out)
+    try:
+        report = qa_export.validate(model, out, tokenizer, questions, spec, spec.export_atol)
+    except Exception:
+        out.unlink(missing_ok=True)
+        raise
+    report.update(file="model.onnx", opset=qa_export.OPSET, n_passages=len(passages))
+    record(entry, "export_onnx", report, files={"model.onnx": sha256_file(out)})
+    return report
+
+
 def palette_onnx(spec, entry, n: int, images: str | None) -> dict:
     """The palette generator: ONNX, checked on the held-out photos (whole and in quadrants) and ``n`` held-out
     synthetic images."""

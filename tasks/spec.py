@@ -168,6 +168,38 @@ class TaggerSpec:
 
 
 @dataclass(frozen=True)
+class QASpec:
+    """An extractive question-answering task: a BERT-like encoder with a start / end head (optionally a GRU or LSTM
+    layer between them); a question and a context in, the answer's span of the context out, or no answer.
+
+    ``synthetic`` names a generator ``f(n, seed, held_out, unanswerable, filler) -> list[Passage]``
+    (:mod:`training.datasets.reading`). Contexts longer than a window run through windows of ``max_length``
+    tokens (the question included) that share ``stride`` context tokens.
+    """
+
+    name: str
+    description: str
+    synthetic: str
+    labels: tuple[str, ...] = ("start", "end")  # the head's two outputs per token
+    base: str = "e5"  # as TaggerSpec.base
+    head: str = "linear"  # linear | gru | lstm: what sits between the encoder and the start / end logits
+    max_length: int = 256
+    stride: int = 96
+    max_question_tokens: int = 64
+    max_answer_tokens: int = 30
+    export_atol: float = 1e-3  # max |logit_onnx - logit_torch| over held-out windows
+    train_defaults: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return "question-answering"
+
+    @property
+    def export_format(self) -> str:
+        return "onnx"
+
+
+@dataclass(frozen=True)
 class PaletteSpec:
     """A colour palette task: image -> ``n`` colours. Methods without training (k-means in CIELAB; k-medians in
     DIN99o, which lowers the mean CIEDE2000 error) and a learned generator (ONNX) share one pixel pipeline.

@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 
-from tasks import qa
+from tasks import answering as qa
 from training.datasets import korquad, reading
 
 
@@ -218,3 +218,77 @@ def test_korquad_scorer_ignores_spaces_and_quotes_squad_strips_articles():
     assert got["has_answer_exact_match"] == pytest.approx(100 / 3) and got["no_answer_accuracy"] == 50.0
     with pytest.raises(ValueError, match="2 predictions for 1"):
         qa.scores(["a", "b"], [["a"]])
+
+
+# ---- the model --------------------------------------------------------------------------------------------------
+
+
+def _tiny_encoder():
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    return BertModel(config, add_pooling_layer=False)
+
+
+@pytest.mark.parametrize("head", ["linear", "gru", "lstm"])
+def test_an_answer_does_not_depend_on_the_padding_its_batch_carried(head):
+    import torch
+
+    from training.qa import SpanModel
+
+    torch.manual_seed(0)
+    model = SpanModel(_tiny_encoder(), head).eval()
+    short, long = torch.randint(3, 64, (1, 7)), torch.randint(3, 64, (1, 19))
+    alone = model(short, torch.ones_like(short))
+    ids = torch.zeros(2, 19, dtype=torch.long)
+    ids[0, :7], ids[1] = short[0], long[0]
+    mask = (torch.arange(19) < torch.tensor([[7], [19]])).long()
+    batched = model(ids, mask)
+    for a, b in zip(alone, batched, strict=True):
+        assert torch.allclose(a[0], b[0, :7], atol=1e-5)
+        assert (b[0, 7:] == -1e4).all()  # padding is never an answer
+
+
+def test_a_saved_span_model_loads_back_with_its_head(tmp_path):
+    import torch
+    from transformers import AutoTokenizer
+
+    from training import e5
+    from training.qa import SpanModel, load_model, save_folder
+
+    torch.manual_seed(0)
+    model = SpanModel(_tiny_encoder(), "gru").eval()
+    save_folder(model, AutoTokenizer.from_pretrained(e5.load_folder()), str(tmp_path))
+    _, loaded = load_model(str(tmp_path))
+    ids = torch.randint(3, 64, (2, 9))
+    for a, b in zip(model(ids, torch.ones_like(ids)), loaded(ids, torch.ones_like(ids)), strict=True):
+        assert torch.equal(a, b)
+    assert loaded.head == "gru"
+
+
+@pytest.mark.parametrize("head", ["linear", "gru"])
+def test_onnx_export_matches_pytorch_on_logits_and_answers(tokenizer, tmp_path, head):
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from exporters import qa as qa_export
+    from exporters.validate import ParityError
+    from tasks.spec import QASpec
+    from training.qa import SpanModel
+
+    def model(seed: int) -> SpanModel:
+        torch.manual_seed(seed)
+        config = BertConfig(
+            vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+        )
+        return SpanModel(BertModel(config, add_pooling_layer=False), head).eval()
+
+    spec = QASpec(name="qa", description="", synthetic="training.datasets.reading:generate", max_length=48, stride=16)
+    passages = reading.generate(4, seed=11, held_out=True)
+    questions = [(q.question, p.context) for p in passages for q in p.questions]
+    path = tmp_path / "model.onnx"
+    qa_export.export_onnx(model(0), spec, "qa:test", path)
+    report = qa_export.validate(model(0), path, tokenizer, questions, spec, atol=1e-4)
+    assert report["changed_answers"] == 0 and report["n_windows"] > len(questions)  # contexts past one window
+    with pytest.raises(ParityError):
+        qa_export.validate(model(1), path, tokenizer, questions, spec, atol=1e-4)  # another model: caught

@@ -44,6 +44,8 @@ class TrainConfig:
     finetune_epochs: int = 0  # palette: chroma fine-tuning (reinforcement learning) after the adversarial fit
     real_text: int = 0  # speech: real Korean sentences (training documents only) spoken and mixed into training
     terms: str | None = None  # speech: a file of domain terms, one per line: train on sentences holding them (Set A)
+    head: str | None = None  # qa: linear | gru | lstm over the encoder (default: the task's)
+    no_answer: float = 0.0  # qa: share of training questions without an answer (no-answer augmentation; 0: none)
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -108,6 +110,10 @@ def validate(config: TrainConfig) -> None:
         raise ValueError("val_fraction must be in (0, 0.5) and test_fraction in [0, 0.5)")
     if config.epochs < 1 or config.batch_size < 1:
         raise ValueError("epochs and batch_size must be at least 1")
+    if config.head not in (None, "linear", "gru", "lstm"):
+        raise ValueError(f"head: expected linear, gru or lstm, got {config.head!r}")
+    if not 0 <= config.no_answer < 1:
+        raise ValueError("no_answer must be in [0, 1)")
     if config.real_text < 0:
         raise ValueError("real_text must be 0 or more")
     if config.terms is not None and not Path(config.terms).is_file():

@@ -210,6 +210,34 @@ def save_tagger(spec, result, cfg) -> str:
         return write_entry(spec, cfg, metadata, files, "synthetic" if cfg.synthetic else "jsonl")
 
 
+def save_qa(spec, result, cfg) -> str:
+    """Write a fine-tuned span model (the encoder's transformers files, its tokenizer and the span head) and its
+    held-out EM / F1 (KorQuAD's and SQuAD's, on synthetic passages and on passages with real Korean filler) as a
+    new store entry."""
+    import tempfile
+
+    import transformers
+
+    from training.qa import save_folder
+
+    metadata = {
+        **provenance(spec, cfg, transformers=transformers.__version__),
+        "max_length": spec.max_length,
+        "stride": spec.stride,
+        "max_question_tokens": spec.max_question_tokens,
+        "max_answer_tokens": spec.max_answer_tokens,
+        "arch": {"base": cfg.base or spec.base, "head": result.model.head},
+        "base": result.base,
+        "metrics": {"test": result.metrics, "held_out": result.source},
+        "training": {**fit_summary(result.fit), "sizes": result.sizes},
+        "dataset": {"source": result.source},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        save_folder(result.model, result.tokenizer, tmp)
+        files = {p.name: p for p in sorted(Path(tmp).iterdir()) if p.is_file()}
+        return write_entry(spec, cfg, metadata, files, "synthetic" if cfg.synthetic else "korquad")
+
+
 def save_palette(spec, result, cfg) -> str:
     """Write the palette generator (``model.pt``: arguments that rebuild it and its weights) and the held-out
     comparison of every method with the peers as a new store entry."""

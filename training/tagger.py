@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,10 +86,13 @@ def load_base(spec: TaggerSpec, base: str | None, texts: list[str] | None = None
     return tokenizer, model
 
 
-def load_base_described(spec: TaggerSpec, base: str | None, texts: list[str] | None = None):
+def load_base_described(
+    spec: TaggerSpec, base: str | None, texts: list[str] | None = None, make: Callable[[str], Any] | None = None
+):
     """(tokenizer, model, description of the base for the store entry); see :func:`load_base`. The e5 base is
     converted if missing and, with ``texts`` (the training and validation documents), trimmed into a temporary
-    folder that is gone once the model is loaded."""
+    folder that is gone once the model is loaded. ``make(folder)`` builds the model (default: a token
+    classifier with the spec's labels); other text kinds pass their own."""
     import importlib.metadata
     import shutil
     import tempfile
@@ -115,10 +119,13 @@ def load_base_described(spec: TaggerSpec, base: str | None, texts: list[str] | N
         tokenizer = AutoTokenizer.from_pretrained(source)
         if not tokenizer.is_fast:
             raise ValueError(f"{source}: a fast tokenizer is needed (character offsets)")
-        labels = dict(enumerate(spec.labels))
-        model = AutoModelForTokenClassification.from_pretrained(
-            source, num_labels=len(labels), id2label=labels, label2id={v: k for k, v in labels.items()}
-        )
+        if make is not None:
+            model = make(source)
+        else:
+            labels = dict(enumerate(spec.labels))
+            model = AutoModelForTokenClassification.from_pretrained(
+                source, num_labels=len(labels), id2label=labels, label2id={v: k for k, v in labels.items()}
+            )
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
