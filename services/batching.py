@@ -108,6 +108,21 @@ def concat(payloads: Sequence[np.ndarray]) -> np.ndarray:
     return payloads[0] if len(payloads) == 1 else np.concatenate(payloads)
 
 
+def concat_windows(payloads: Sequence[np.ndarray], pad_id: int) -> np.ndarray:
+    """Jobs of (k, 2, L) token windows (ids and attention mask), L differing by length bucket -> (N, 2, max L),
+    shorter ones padded (ids with ``pad_id``, mask with 0): one model call for all of them."""
+    width = max(p.shape[2] for p in payloads)
+    if all(p.shape[2] == width for p in payloads):
+        return concat(payloads)
+    out = np.zeros((sum(len(p) for p in payloads), 2, width), np.int64)
+    out[:, 0] = pad_id
+    row = 0
+    for p in payloads:
+        out[row : row + len(p), :, : p.shape[2]] = p
+        row += len(p)
+    return out
+
+
 def slice_rows(out: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
     if len(sizes) == 1:
         return [out]

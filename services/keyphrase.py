@@ -14,6 +14,7 @@ import bentoml
 import numpy as np
 from pydantic import BaseModel, Field
 
+from services.batching import concat_windows
 from services.pipeline import CommonArgs, Options, Prepared, Route, TaskService, Text, make_service
 from tasks import get_task, tagging
 from tasks.images import Budget, InputError
@@ -76,16 +77,7 @@ class Tagger(TaskService):
 
     def collate(self, payloads: list[np.ndarray]) -> np.ndarray:
         """Jobs of (k, 2, L) windows, L differing by bucket -> (N, 2, max L): one model call for all of them."""
-        width = max(p.shape[2] for p in payloads)
-        if all(p.shape[2] == width for p in payloads):
-            return payloads[0] if len(payloads) == 1 else np.concatenate(payloads)
-        out = np.zeros((sum(len(p) for p in payloads), 2, width), np.int64)
-        out[:, 0] = self.tokenizer.pad_token_id
-        row = 0
-        for p in payloads:
-            out[row : row + len(p), :, : p.shape[2]] = p
-            row += len(p)
-        return out
+        return concat_windows(payloads, self.tokenizer.pad_token_id)
 
     def warm_up(self) -> None:
         self.run(np.ones((1, 2, BUCKETS[0]), np.int64))

@@ -81,12 +81,20 @@ class Text:
 
 
 @dataclass(frozen=True)
+class Json:
+    """The payload is a JSON object that ``model`` (pydantic) validates, the parser and the OpenAPI page from the
+    same declaration; fields of the route's options beside it are options."""
+
+    model: type[BaseModel]
+
+
+@dataclass(frozen=True)
 class Route:
     """One POST route of a task: what it takes (payload and options) and what it answers."""
 
     path: str
     summary: str
-    payload: Files | Text
+    payload: Files | Text | Json
     options: type[Options]
     response: type[BaseModel]
 
@@ -325,6 +333,8 @@ class TaskService(ModelService):
         payload = route.payload
         if isinstance(payload, Text):
             return await parse_text(request, payload.field, self.max_text_bytes())
+        if isinstance(payload, Json):
+            return await parse_json(request, payload.model, route.options, self.max_text_bytes())
         max_files = self.max_files() if payload.many else 1
         return await parse_uploads(request, self.body_limit, payload.field, payload.many, max_files, payload.raw_types)
 
@@ -359,6 +369,52 @@ def _text_of(body: bytes, is_json: bool, field_name: str) -> tuple[str, dict[str
     if not isinstance(doc, dict) or not isinstance(doc.get(field_name), str):
         raise InputError(f"JSON body must be an object with a string {field_name!r} field", 400)
     return check_text(doc.pop(field_name), field_name), doc
+
+
+async def parse_json(request: Request, model: type[BaseModel], options: type[Options], limit: int):
+    """A JSON object body validated by ``model``, and the fields beside it that are ``options``'."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise InputError(f"unsupported content type {ctype or '(none)'!r}: send application/json", 415)
+    body = await read_body(request, limit)
+    return await off_loop(len(body), _json_of, body, model, options)
+
+
+def _check_strings(value: object, where: str) -> None:
+    if isinstance(value, str):
+        check_text(value, where)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_strings(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_strings(v, f"{where}[{i}]")
+
+
+def _json_of(body: bytes, model: type[BaseModel], options: type[Options]) -> tuple[BaseModel, dict[str, Any]]:
+    try:
+        decoded = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"the body is not valid UTF-8 (byte {e.start})", 400) from e
+    doc = loads_json(decoded)
+    if not isinstance(doc, dict):
+        raise InputError("JSON body must be an object", 400)
+    _check_strings(doc, "")
+    fields = {k: doc.pop(k) for k in list(doc) if k in options.model_fields}
+    try:
+        return model.model_validate(doc), fields
+    except ValidationError as e:
+        raise InputError(validation_message(e, [*model.model_fields, *options.model_fields]), 422) from None
+
+
+def validation_message(e: ValidationError, known: list[str]) -> str:
+    """One line per error: where, and what was wrong (an unknown field names the known ones)."""
+    parts = []
+    for err in e.errors():
+        where = ".".join(str(p) for p in err.get("loc", ())) or "body"
+        msg = f"unknown field (known: {', '.join(known) or 'none'})" if err["type"] == "extra_forbidden" else err["msg"]
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts)
 
 
 def parse_options(model: type[Options], query, fields: dict[str, Any]) -> Options:
@@ -408,7 +464,11 @@ def openapi_for(route: Route) -> dict[str, Any]:
     ]
     payload = route.payload
     binary = {"type": "string", "format": "binary"}
-    if isinstance(payload, Text):
+    if isinstance(payload, Json):
+        body = _inlined(payload.model.model_json_schema())
+        body["properties"] = {**body.get("properties", {}), **props}
+        content = {"application/json": {"schema": body}}
+    elif isinstance(payload, Text):
         text = {"type": "string", "description": "UTF-8 text"}
         content = {
             "text/plain": {"schema": text},
@@ -439,6 +499,24 @@ def openapi_for(route: Route) -> dict[str, Any]:
             for ctype in payload.raw_types:
                 content[ctype + "*" if ctype.endswith("/") else ctype] = {"schema": binary}
     return {"parameters": parameters, "requestBody": {"required": True, "content": content}}
+
+
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON schema with its ``$defs`` references replaced by the definitions (an OpenAPI operation
+    cannot carry ``$defs`` of its own)."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return walk(defs[ref.removeprefix("#/$defs/")])
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(schema)
 
 
 OVERLOAD_RESPONSE = {503: {"model": ERROR_RESPONSES[400]["model"], "description": "At capacity or not ready yet"}}
