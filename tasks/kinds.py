@@ -177,7 +177,22 @@ PALETTE = Kind(
     deploy=Deploy(memory_request="512Mi", memory_limit="1Gi", startup_s=120, gpu=False),
 )
 
-KINDS: dict[str, Kind] = {k.name: k for k in (IMAGE_CLASSIFICATION, DETECTION, SPEECH, TOKEN_TAGGING, PALETTE)}
+QUESTION_ANSWERING = Kind(
+    name="question-answering",
+    spec="tasks.spec:QASpec",
+    trainer="training.qa:train",
+    store_writer="training.store:save_qa",
+    exporters={"onnx": "exporters.by_kind:qa_onnx"},
+    default_format="onnx",
+    service="services.qa",
+    benchmark="benchmarks.qa",
+    sample=Sample("answer", "benchmarks.qa:sample_bodies", "application/json", gateway_n=16),
+    reported_metrics=("n", "test", "real_filler"),
+)
+
+KINDS: dict[str, Kind] = {
+    k.name: k for k in (IMAGE_CLASSIFICATION, DETECTION, SPEECH, TOKEN_TAGGING, PALETTE, QUESTION_ANSWERING)
+}
 
 
 def kind_of(spec: Any) -> Kind:
