@@ -1,4 +1,5 @@
-"""The benchmark harness end to end on the tiny test model: every row of the shared schema, no errors."""
+"""The benchmark harness end to end on the tiny test models: every row of the shared schema, no errors. The image
+classifier's run is in `make test`; each other kind's (its peers, floors and service rows) is in `make test-slow`."""
 
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ def test_benchmark_writes_the_shared_schema(store, tmp_path):
     assert "| service |" in (tmp_path / "malaria-cpu.md").read_text()
 
 
+@pytest.mark.slow  # each kind's benchmark end to end: a minute or so each; `make test-slow`
 def test_tumor_benchmark_compares_onnx_pytorch_and_ultralytics(tumor_store, tmp_path):
     cmd = [
         sys.executable,
@@ -80,6 +82,7 @@ def test_tumor_benchmark_compares_onnx_pytorch_and_ultralytics(tumor_store, tmp_
     assert any("ultralytics predict" in note for note in doc["notes"])
 
 
+@pytest.mark.slow  # each kind's benchmark end to end: a minute or so each; `make test-slow`
 def test_speech_benchmark_compares_openai_whisper_ctranslate2_and_the_service(asr_store, tmp_path):
     cmd = [sys.executable, "-m", "benchmarks", "asr", "--clips", "3", "--requests", "4", "--out", str(tmp_path)]
     cmd += ["--concurrency", "1,2"]
@@ -97,6 +100,7 @@ def test_speech_benchmark_compares_openai_whisper_ctranslate2_and_the_service(as
     assert any("real-text held-out CER" in note for note in doc["notes"])  # the entry's three scores
 
 
+@pytest.mark.slow  # each kind's benchmark end to end: a minute or so each; `make test-slow`
 def test_keyphrase_benchmark_compares_onnx_and_pytorch(keyphrase_store, tmp_path):
     cmd = [sys.executable, "-m", "benchmarks", "keyphrase", "--requests", "8", "--concurrency", "1,2"]
     cmd += ["--seconds", "0.2", "--min-iters", "3", "--floor-batch", "4"]
@@ -111,6 +115,7 @@ def test_keyphrase_benchmark_compares_onnx_and_pytorch(keyphrase_store, tmp_path
     assert any("ONNX Runtime vs PyTorch eager" in note for note in doc["notes"])
 
 
+@pytest.mark.slow  # each kind's benchmark end to end: a minute or so each; `make test-slow`
 def test_palette_benchmark_measures_quality_and_speed_beside_the_peers(palette_store, tmp_path):
     cmd = [sys.executable, "-m", "benchmarks", "palette", "--requests", "8", "--concurrency", "1,2"]
     cmd += ["--seconds", "0.2", "--min-iters", "3", "--quality-images", "20", "--out", str(tmp_path)]

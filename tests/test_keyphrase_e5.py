@@ -144,15 +144,9 @@ def test_the_default_base_follows_the_criterion():
 
 @pytest.fixture(scope="module")
 def e5_store(tmp_path_factory) -> dict[str, str]:
-    from tests.conftest import build_store
+    from tests.conftest import named_store
 
-    steps = [
-        # e5:docs: the smallest trim (the default, e5, also keeps every ASCII and Hangul piece: 2.5x the file)
-        "training keyphrase --base e5:docs --synthetic 24 --test-size 2 --epochs 1 --limit-batches 2 --batch-size 2 "
-        "--threads 2",
-        "exporters keyphrase --format onnx -n 2",
-    ]
-    return build_store(tmp_path_factory, "keyphrase-e5", steps)
+    return named_store(tmp_path_factory, "keyphrase-e5")
 
 
 @pytest.mark.http
