@@ -24,17 +24,15 @@ from pathlib import Path
 from tasks import TASKS
 
 # Minutes each demo build takes on 2 CPU cores, train and export (docs/results.md, `python -m training.demo TASK`):
-# the order builds run in, fastest first, and what the progress shown while one runs is measured against.
-# Timed alone: histopathology (ImageNet start and random-init twin) 18.3, speech (300 generated and 300 real
-# sentences) 28.6, keyphrase's e5 fine-tuning with the demo's data and budget 46.5 (2,787 s in
-# benchmarks/results/keyphrase-bases.md). Estimates: thermal as histopathology (same backbone and budget), malaria
-# from the freezing study's epoch times (2,000 images, 6 epochs, twice), tumour and palette from earlier builds.
+# the order builds run in, fastest first, and what the progress shown while one runs is measured against. Timed
+# alone: thermal, histopathology, malaria, tumour (each classifier: the ImageNet start and its random-init twin)
+# and speech; keyphrase from its e5 fine-tune with the demo's data and budget; palette an estimate.
 BUILD_MINUTES = {
+    "thermal": 12,
     "histopathology": 18,
-    "thermal": 18,
-    "tumor": 19,
-    "malaria": 20,
     "palette": 25,
+    "tumor": 27,
+    "malaria": 28,
     "asr": 29,
     "keyphrase": 47,
 }
