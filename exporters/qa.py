@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from exporters.onnx import set_metadata
+from exporters.tagger import OnnxTagger
 from exporters.validate import ParityError
 from tasks import answering
 from tasks.spec import QASpec
@@ -45,20 +46,8 @@ def export_onnx(model, spec: QASpec, tag: str, path: Path) -> None:
     set_metadata(path, props)
 
 
-class OnnxSpans:
-    """(ids, mask) int64 (N, L) -> (start, end) logits (N, L) float32 with ONNX Runtime."""
-
-    name = "onnxruntime"
-
-    def __init__(self, path: Path, device: str = "cpu", threads: int = 0) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        providers = ["CUDAExecutionProvider"] if device == "cuda" else []
-        self.session = ort.InferenceSession(str(path), options, providers=[*providers, "CPUExecutionProvider"])
-        self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+class OnnxSpans(OnnxTagger):
+    """(ids, mask) int64 (N, L) -> (start, end) logits (N, L) float32 with ONNX Runtime (the tagger's session)."""
 
     def __call__(self, ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         start, end = self.session.run(list(OUTPUTS), {INPUTS[0]: ids, INPUTS[1]: mask})

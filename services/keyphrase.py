@@ -14,8 +14,8 @@ import bentoml
 import numpy as np
 from pydantic import BaseModel, Field
 
-from services.batching import concat_windows
-from services.pipeline import CommonArgs, Options, Prepared, Route, TaskService, Text, make_service
+from services.pipeline import CommonArgs, Options, Prepared, Route, Text, make_service
+from services.windows import WindowService
 from tasks import get_task, tagging
 from tasks.images import Budget, InputError
 
@@ -56,31 +56,14 @@ class ExtractResponse(BaseModel):
 EXTRACT = Route("/extract", "Extract ranked keyphrases with character offsets", Text(), ExtractOptions, ExtractResponse)
 
 
-class Tagger(TaskService):
+class Tagger(WindowService):
     """BERT-like token tagger (ONNX Runtime) with span assembly, deduplication and ranking."""
 
     routes = (EXTRACT,)
-
-    def load_model(self, entry) -> None:
-        from transformers import AutoTokenizer
-
-        from exporters.tagger import OnnxTagger
-        from tasks.store import verified_file
-
-        paths = {name: verified_file(entry, name) for name in entry.info.metadata["files"]}  # tokenizer's too
-        self.tokenizer = AutoTokenizer.from_pretrained(str(entry.path))
-        self.runner = OnnxTagger(paths["model.onnx"], self.args.device, self.threads)
-        self.backend_name = f"{self.runner.name}/{self.runner.device}"
-
-    def batch_functions(self) -> dict[str, Any]:
-        return {"collate": self.collate}
-
-    def collate(self, payloads: list[np.ndarray]) -> np.ndarray:
-        """Jobs of (k, 2, L) windows, L differing by bucket -> (N, 2, max L): one model call for all of them."""
-        return concat_windows(payloads, self.tokenizer.pad_token_id)
+    runner_class = "exporters.tagger:OnnxTagger"
 
     def warm_up(self) -> None:
-        self.run(np.ones((1, 2, BUCKETS[0]), np.int64))
+        super().warm_up()
         tagging.normalise("warm-up")  # loads the stemmer now, not on the first request
 
     def run(self, x: np.ndarray) -> np.ndarray:

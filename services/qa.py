@@ -16,14 +16,14 @@ import bentoml
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.batching import concat_windows
-from services.pipeline import CommonArgs, Json, Options, Prepared, Route, TaskService, make_service
+from services.pipeline import CommonArgs, Json, Options, Prepared, Route, make_service
+from services.windows import WindowService
 from tasks import answering
 from tasks.images import Budget, InputError
 from tasks.qa import QA as TASK
 from tasks.tagging import pad
 
-BUCKETS = tuple(range(32, TASK.max_length + 1, 32))  # window lengths a request is padded to
+BUCKETS = tuple(range(32, TASK.max_length + 1, 32))  # window lengths a request is padded to (warm-up: the first)
 MAX_QUESTION_CHARS = 1000
 
 
@@ -127,30 +127,11 @@ class AnswerResponse(BaseModel):
 ANSWER = Route("/answer", "Answer questions with spans of their contexts", Json(AskBody), AskOptions, AnswerResponse)
 
 
-class Reader(TaskService):
+class Reader(WindowService):
     """Span model (ONNX Runtime) over windows of question + context, with answer decoding across windows."""
 
     routes = (ANSWER,)
-
-    def load_model(self, entry) -> None:
-        from transformers import AutoTokenizer
-
-        from exporters.qa import OnnxSpans
-        from tasks.store import verified_file
-
-        paths = {name: verified_file(entry, name) for name in entry.info.metadata["files"]}  # tokenizer's too
-        self.tokenizer = AutoTokenizer.from_pretrained(str(entry.path))
-        self.runner = OnnxSpans(paths["model.onnx"], self.args.device, self.threads)
-        self.backend_name = f"{self.runner.name}/{self.runner.device}"
-
-    def batch_functions(self) -> dict[str, Any]:
-        return {"collate": self.collate}
-
-    def collate(self, payloads: list[np.ndarray]) -> np.ndarray:
-        return concat_windows(payloads, self.tokenizer.pad_token_id)
-
-    def warm_up(self) -> None:
-        self.run(np.ones((1, 2, BUCKETS[0]), np.int64))
+    runner_class = "exporters.qa:OnnxSpans"
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """(N, 2, L) stacked ids and mask -> (N, 2, L) start and end logits."""
