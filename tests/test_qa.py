@@ -102,8 +102,23 @@ def test_synthetic_held_out_side_shares_no_value_and_no_frame_with_training():
     questions = [q for p in train for q in p.questions]
     share = sum(not q.answers for q in questions) / len(questions)
     assert 0.15 < share < 0.25  # the default 20 % unanswerable
-    assert {r for r in reading.RELATIONS} == set(reading.RELATIONS)  # every relation has both sides
     assert all(len(side[0]) >= 2 and len(side[1]) >= 2 for _, *sides in reading.RELATIONS.values() for side in sides)
+
+
+def test_no_answer_augmentation_reaches_its_share_with_questions_their_passage_cannot_answer():
+    from training.qa import with_no_answers
+
+    passages = reading.generate(60, seed=3, unanswerable=0.1)  # some without answers already: counted in the share
+    answers = {q.id: q.answers for p in passages for q in p.questions}
+    out = with_no_answers(passages, 0.25, seed=0)
+    questions = [q for p in out for q in p.questions]
+    share = sum(not q.answers for q in questions) / len(questions)
+    assert 0.2 < share <= 0.25
+    for p in out:
+        for q in p.questions:
+            if "-none-" in q.id:  # asked of another passage: its own answer is not in this one
+                original = answers[q.id.rsplit("-none-", 1)[0]]
+                assert original and all(a.text not in p.context for a in original)
 
 
 def test_particles_agree_with_the_last_syllable():

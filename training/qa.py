@@ -107,7 +107,7 @@ def with_no_answers(passages: list[Passage], share: float, seed: int) -> list[Pa
     rng = np.random.default_rng(seed)
     questions = [q for p in passages for q in p.questions]
     n_none = sum(not q.answers for q in questions)
-    want = int(share * len(questions) / (1 - share)) - n_none if share else 0
+    want = int((share * len(questions) - n_none) / (1 - share)) if share else 0  # (n_none + x) / (n + x) = share
     extra: dict[int, list[Question]] = {}
     answerable = [(i, q) for i, p in enumerate(passages) for q in p.questions if q.answers]
     for k in range(max(0, want)):
